@@ -22,3 +22,6 @@ pub mod scenario;
 
 pub use event::{Event, Fields, LineBatch, Overflow, RawLine, Remediation};
 pub use hub::{HubError, HubFile};
+pub mod decision;
+pub mod reputation;
+pub mod store;

@@ -1,0 +1,217 @@
+//! The in-memory set of decisions a node knows: active ones, indexed by key and by
+//! network, and recently ended ones ("tombstones") kept so that bouncers polling the
+//! stream learn about deletions.
+//!
+//! Ids only grow. Extending a decision replaces it with a new id (the old one vanishes
+//! without a tombstone, since its value stays banned), so "what is new for this bouncer"
+//! is simply "ids above its cursor".
+
+use palisade_proto::{Decision, DecisionType, Scope, Timestamp};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::index::NetIndex;
+use ipnet::IpNet;
+
+/// What makes two decisions "the same": one active decision per key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DecisionKey {
+    /// The scope.
+    pub scope: Scope,
+    /// The canonical value.
+    pub value: String,
+    /// The remediation.
+    pub kind: DecisionType,
+}
+
+impl DecisionKey {
+    /// The key of `d`.
+    pub fn of(d: &Decision) -> Self {
+        DecisionKey { scope: d.scope.clone(), value: d.value.clone(), kind: d.kind.clone() }
+    }
+}
+
+/// Active decisions and tombstones.
+#[derive(Debug, Default)]
+pub struct DecisionBook {
+    by_id: BTreeMap<u64, Decision>,
+    active: HashMap<DecisionKey, u64>,
+    /// Active decisions by end time.
+    expiring: BTreeSet<(Timestamp, u64)>,
+    /// Ended decisions by end time, until they are purged.
+    ended: BTreeSet<(Timestamp, u64)>,
+    nets: NetIndex,
+}
+
+impl DecisionBook {
+    /// Rebuilds a book from stored decisions. Those already ended become tombstones.
+    pub fn from_stored(decisions: impl IntoIterator<Item = Decision>, now: Timestamp) -> Self {
+        let mut book = DecisionBook::default();
+        let mut all: Vec<Decision> = decisions.into_iter().collect();
+        all.sort_by_key(|d| d.id);
+        for d in all {
+            if d.is_active(now) {
+                // Two active decisions for one key can only come from a crash between
+                // writes; keep the newest.
+                if let Some(old) = book.active.get(&DecisionKey::of(&d)).copied() {
+                    book.remove(old);
+                }
+                book.insert_active(d);
+            } else {
+                book.ended.insert((d.until, d.id));
+                book.by_id.insert(d.id, d);
+            }
+        }
+        book
+    }
+
+    fn insert_active(&mut self, d: Decision) {
+        self.active.insert(DecisionKey::of(&d), d.id);
+        self.expiring.insert((d.until, d.id));
+        if let Some(net) = d.target() {
+            self.nets.insert(&net, d.id);
+        }
+        self.by_id.insert(d.id, d);
+    }
+
+    /// Adds a new active decision (its id must be unused).
+    pub fn insert(&mut self, d: Decision) {
+        if let Some(old) = self.active.get(&DecisionKey::of(&d)).copied() {
+            self.remove(old);
+        }
+        self.insert_active(d);
+    }
+
+    /// Removes a decision entirely (no tombstone). Returns it.
+    pub fn remove(&mut self, id: u64) -> Option<Decision> {
+        let d = self.by_id.remove(&id)?;
+        if self.expiring.remove(&(d.until, id)) {
+            if self.active.get(&DecisionKey::of(&d)) == Some(&id) {
+                self.active.remove(&DecisionKey::of(&d));
+            }
+            if let Some(net) = d.target() {
+                self.nets.remove(&net, id);
+            }
+        }
+        self.ended.remove(&(d.until, id));
+        Some(d)
+    }
+
+    /// Ends an active decision at `now` (an operator deleted it): it becomes a tombstone
+    /// with `until = now`. Returns the updated decision.
+    pub fn end(&mut self, id: u64, now: Timestamp) -> Option<Decision> {
+        let d = self.by_id.get(&id)?;
+        if !self.expiring.contains(&(d.until, id)) {
+            return None;
+        }
+        let mut d = self.remove(id)?;
+        d.until = now.min(d.until);
+        self.ended.insert((d.until, d.id));
+        self.by_id.insert(d.id, d.clone());
+        Some(d)
+    }
+
+    /// Moves decisions whose time is up to the tombstones. Returns them.
+    pub fn expire(&mut self, now: Timestamp) -> Vec<Decision> {
+        let due: Vec<(Timestamp, u64)> = self.expiring.range(..=(now, u64::MAX)).copied().collect();
+        let mut out = Vec::with_capacity(due.len());
+        for (until, id) in due {
+            self.expiring.remove(&(until, id));
+            if let Some(d) = self.by_id.get(&id) {
+                if self.active.get(&DecisionKey::of(d)) == Some(&id) {
+                    self.active.remove(&DecisionKey::of(d));
+                }
+                if let Some(net) = d.target() {
+                    self.nets.remove(&net, id);
+                }
+                self.ended.insert((until, id));
+                out.push(d.clone());
+            }
+        }
+        out
+    }
+
+    /// Forgets tombstones that ended more than `retention` before `now`. Returns their ids.
+    pub fn purge(&mut self, now: Timestamp, retention: Duration) -> Vec<u64> {
+        let horizon = now.saturating_sub(retention);
+        let old: Vec<(Timestamp, u64)> = self.ended.range(..(horizon, 0)).copied().collect();
+        old.into_iter()
+            .map(|(until, id)| {
+                self.ended.remove(&(until, id));
+                self.by_id.remove(&id);
+                id
+            })
+            .collect()
+    }
+
+    /// The active decision for `key`.
+    pub fn active(&self, key: &DecisionKey) -> Option<&Decision> {
+        self.by_id.get(self.active.get(key)?)
+    }
+
+    /// A decision by id, active or ended.
+    pub fn get(&self, id: u64) -> Option<&Decision> {
+        self.by_id.get(&id)
+    }
+
+    /// Whether `id` is active.
+    pub fn is_active(&self, id: u64) -> bool {
+        self.by_id.get(&id).is_some_and(|d| self.expiring.contains(&(d.until, id)))
+    }
+
+    /// Active decisions, by id.
+    pub fn iter_active(&self) -> impl Iterator<Item = &Decision> {
+        self.by_id.values().filter(|d| self.expiring.contains(&(d.until, d.id)))
+    }
+
+    /// Active decisions with id above `after`, by id.
+    pub fn active_after(&self, after: u64) -> impl Iterator<Item = &Decision> {
+        self.by_id
+            .range(after.saturating_add(1)..)
+            .map(|(_, d)| d)
+            .filter(|d| self.expiring.contains(&(d.until, d.id)))
+    }
+
+    /// Tombstones that ended in `(since, upto]`, by end time.
+    pub fn ended_between(&self, since: Timestamp, upto: Timestamp) -> impl Iterator<Item = &Decision> {
+        self.ended
+            .range((since, u64::MAX)..=(upto, u64::MAX))
+            .filter_map(|(_, id)| self.by_id.get(id))
+    }
+
+    /// All tombstones, by end time.
+    pub fn iter_ended(&self) -> impl Iterator<Item = &Decision> {
+        self.ended.iter().filter_map(|(_, id)| self.by_id.get(id))
+    }
+
+    /// Active decisions whose network contains `ip`.
+    pub fn containing(&self, ip: IpAddr) -> impl Iterator<Item = &Decision> {
+        self.nets.containing(ip).into_iter().filter_map(|id| self.by_id.get(&id))
+    }
+
+    /// Active decisions whose network contains all of `net`.
+    pub fn containing_net(&self, net: &IpNet) -> impl Iterator<Item = &Decision> {
+        self.nets.containing_net(net).into_iter().filter_map(|id| self.by_id.get(&id))
+    }
+
+    /// Active decisions whose network lies inside `net`.
+    pub fn contained_in(&self, net: &IpNet) -> impl Iterator<Item = &Decision> {
+        self.nets.contained_in(net).into_iter().filter_map(|id| self.by_id.get(&id))
+    }
+
+    /// Number of active decisions.
+    pub fn active_len(&self) -> usize {
+        self.expiring.len()
+    }
+
+    /// Number of tombstones.
+    pub fn ended_len(&self) -> usize {
+        self.ended.len()
+    }
+
+    /// The largest id ever held (0 when empty).
+    pub fn max_id(&self) -> u64 {
+        self.by_id.keys().next_back().copied().unwrap_or(0)
+    }
+}

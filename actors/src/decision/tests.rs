@@ -1,0 +1,186 @@
+use super::*;
+use crate::event::Remediation;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const H: u64 = 3600;
+
+fn engine(config: DecisionConfig) -> DecisionEngine {
+    let allow = Allowlist::new(AllowlistConfig::default().compile(&["192.0.2.10".parse().unwrap()]).unwrap());
+    DecisionEngine::new(config.compile().unwrap(), allow, StoredDecisions::default(), Timestamp(0), 1)
+}
+
+fn overflow(scenario: &str, value: &str) -> Overflow {
+    Overflow {
+        scenario: scenario.into(),
+        scope: Scope::Ip,
+        value: value.into(),
+        group_key: value.into(),
+        events_count: 6,
+        first_at: Timestamp(0),
+        last_at: Timestamp(0),
+        remediation: Some(Remediation { kind: DecisionType::Ban, duration: None }),
+        confidence: 3,
+        labels: Arc::new(BTreeMap::new()),
+    }
+}
+
+fn t(secs: u64) -> Timestamp {
+    Timestamp::from_secs(secs as i64)
+}
+
+#[test]
+fn default_ban_is_four_hours() {
+    let mut e = engine(DecisionConfig::default());
+    let v = e.on_overflow(&overflow("palisade/ssh-bf", "198.51.100.1"), t(100));
+    let Verdict::Created(d) = v else { panic!("{v:?}") };
+    assert_eq!(d.until, t(100 + 4 * H));
+    assert_eq!(d.origin, Origin::Palisade);
+    assert_eq!(d.id, 1);
+    assert_eq!(e.take_changes().upserts, vec![d]);
+}
+
+#[test]
+fn one_active_decision_per_key_extended_not_duplicated() {
+    let mut config = DecisionConfig::default();
+    config.repeat_factor = 1.0;
+    let mut e = engine(config);
+    let first = e.on_overflow(&overflow("a", "198.51.100.1"), t(0));
+    let again = e.on_overflow(&overflow("a", "198.51.100.1"), t(0));
+    assert!(matches!(again, Verdict::AlreadyCovered(_)), "{again:?}");
+    let later = e.on_overflow(&overflow("a", "198.51.100.1"), t(H));
+    let Verdict::Extended { replaced, decision } = later else { panic!("{later:?}") };
+    assert_eq!(replaced, first.decision().unwrap().id);
+    assert_eq!(decision.until, t(5 * H));
+    assert_eq!(decision.uuid, first.decision().unwrap().uuid);
+    assert_eq!(e.book().active_len(), 1);
+}
+
+#[test]
+fn repeat_offenders_get_longer_bans_up_to_the_cap() {
+    let mut e = engine(DecisionConfig::default());
+    let mut lengths = Vec::new();
+    let mut now = 0;
+    for _ in 0..6 {
+        let v = e.on_overflow(&overflow("a", "198.51.100.1"), t(now));
+        let d = v.decision().unwrap().clone();
+        lengths.push((d.until.as_secs() as u64 - now) / H);
+        now = d.until.as_secs() as u64 + 1;
+        e.tick(t(now));
+    }
+    assert_eq!(lengths, vec![4, 8, 16, 32, 64, 128]);
+    let mut e2 = engine(DecisionConfig { max_duration: "10h".into(), ..Default::default() });
+    e2.on_overflow(&overflow("a", "198.51.100.1"), t(0));
+    e2.tick(t(5 * H));
+    let d = e2.on_overflow(&overflow("a", "198.51.100.1"), t(5 * H)).decision().unwrap().clone();
+    assert_eq!(d.until, t(13 * H));
+    e2.tick(t(14 * H));
+    let d = e2.on_overflow(&overflow("a", "198.51.100.1"), t(14 * H)).decision().unwrap().clone();
+    assert_eq!(d.until, t(24 * H), "capped at max_duration");
+}
+
+#[test]
+fn allowlist_wins_over_everything() {
+    let mut e = engine(DecisionConfig::default());
+    assert!(matches!(e.on_overflow(&overflow("a", "127.0.0.1"), t(0)), Verdict::Allowlisted(_)));
+    assert!(matches!(e.on_overflow(&overflow("a", "::1"), t(0)), Verdict::Allowlisted(_)));
+    assert!(matches!(e.on_overflow(&overflow("a", "192.0.2.10"), t(0)), Verdict::Allowlisted(_)));
+    let mut range = overflow("a", "192.0.2.0/24");
+    range.scope = Scope::Range;
+    assert!(matches!(e.on_overflow(&range, t(0)), Verdict::Allowlisted(_)));
+    let req = NewDecision {
+        origin: Origin::Cli,
+        kind: DecisionType::Ban,
+        scope: Scope::Ip,
+        value: "::ffff:127.0.0.1".into(),
+        duration: Duration::from_secs(60),
+        scenario: "manual".into(),
+        simulated: false,
+    };
+    assert!(matches!(e.add(req, t(0)), Err(DecisionError::Allowlisted { .. })));
+    assert!(e.take_changes().is_empty());
+}
+
+#[test]
+fn profiles_pick_duration_type_and_skip() {
+    let config = DecisionConfig {
+        profiles: vec![
+            ProfileConfig {
+                name: "quiet".into(),
+                scenarios: vec!["palisade/http-crawl*".into()],
+                duration: None,
+                kind: None,
+                simulated: false,
+                no_decision: true,
+            },
+            ProfileConfig {
+                name: "ssh".into(),
+                scenarios: vec!["palisade/ssh-*".into()],
+                duration: Some("12h".into()),
+                kind: Some("captcha".into()),
+                simulated: true,
+                no_decision: false,
+            },
+        ],
+        ..Default::default()
+    };
+    let mut e = engine(config);
+    assert_eq!(e.on_overflow(&overflow("palisade/http-crawl-non-statics", "198.51.100.1"), t(0)), Verdict::NoDecision);
+    let d = e.on_overflow(&overflow("palisade/ssh-bf", "198.51.100.1"), t(0)).decision().unwrap().clone();
+    assert_eq!((d.until, d.kind, d.simulated), (t(12 * H), DecisionType::Captcha, true));
+    let mut o = overflow("palisade/http-probing", "198.51.100.2");
+    o.remediation = Some(Remediation { kind: DecisionType::Ban, duration: Some(Duration::from_secs(60)) });
+    assert_eq!(e.on_overflow(&o, t(0)).decision().unwrap().until, t(60));
+    o.remediation = None;
+    assert_eq!(e.on_overflow(&o, t(0)), Verdict::NoDecision);
+}
+
+#[test]
+fn expiry_tombstones_and_purge() {
+    let mut e = engine(DecisionConfig::default());
+    e.on_overflow(&overflow("a", "198.51.100.1"), t(0));
+    e.on_overflow(&overflow("a", "2001:db8::1"), t(10));
+    e.take_changes();
+    let report = e.tick(t(4 * H + 5));
+    assert_eq!(report.expired.len(), 1);
+    assert_eq!(e.book().active_len(), 1);
+    assert_eq!(e.book().ended_len(), 1);
+    assert_eq!(e.book().containing("198.51.100.1".parse().unwrap()).count(), 0);
+    assert_eq!(e.book().containing("2001:db8::1".parse().unwrap()).count(), 1);
+    let report = e.tick(t(4 * H + 6 * H + 10));
+    assert_eq!(report.purged, 1);
+    assert_eq!(e.take_changes().removed, vec![1]);
+}
+
+#[test]
+fn delete_ends_now_and_keeps_a_tombstone() {
+    let mut e = engine(DecisionConfig::default());
+    e.on_overflow(&overflow("palisade/ssh-bf", "198.51.100.1"), t(0));
+    e.on_overflow(&overflow("palisade/http-probing", "198.51.100.2"), t(0));
+    let filter = DecisionFilter { scenario: Some("SSH".into()), ..Default::default() };
+    let gone = e.delete(&filter, t(50));
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].until, t(50));
+    assert_eq!(e.book().active_len(), 1);
+    assert_eq!(e.book().ended_between(t(0), t(100)).count(), 1);
+    let by_ip = DecisionFilter { ip: Some("198.51.100.2".parse().unwrap()), ..Default::default() };
+    assert_eq!(e.select(&by_ip).count(), 1);
+}
+
+#[test]
+fn restart_restores_state_and_ids_never_repeat() {
+    let mut e = engine(DecisionConfig::default());
+    e.on_overflow(&overflow("a", "198.51.100.1"), t(0));
+    e.on_overflow(&overflow("a", "198.51.100.2"), t(0));
+    let changes = e.take_changes();
+    let stored = StoredDecisions { decisions: changes.upserts, offences: changes.offences, last_id: 5 };
+    let allow = Allowlist::default();
+    let mut again = DecisionEngine::new(DecisionConfig::default().compile().unwrap(), allow, stored, t(10), 2);
+    assert_eq!(again.book().active_len(), 2);
+    let d = again.on_overflow(&overflow("a", "198.51.100.3"), t(20)).decision().unwrap().clone();
+    assert_eq!(d.id, 6);
+    // The repeat history survived: a second offence by .1 after expiry lasts 8h.
+    again.tick(t(5 * H));
+    let d = again.on_overflow(&overflow("a", "198.51.100.1"), t(5 * H)).decision().unwrap().clone();
+    assert_eq!(d.until, t(13 * H));
+}
