@@ -25,3 +25,5 @@ pub use hub::{HubError, HubFile};
 pub mod decision;
 pub mod reputation;
 pub mod store;
+pub mod actor;
+pub mod pipeline;

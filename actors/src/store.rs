@@ -239,6 +239,12 @@ pub mod conformance {
         assert_eq!(outbox[0], signal(&key, 2));
         assert_eq!(store.outbox(3, 1).expect("outbox").len(), 1);
         assert_eq!(store.last_signal_seq().expect("seq"), 4);
+        // Pruning the whole outbox must not let sequence numbers restart.
+        store.commit(&Commit { prune_outbox_below: Some(100), ..Commit::default() }).expect("prune");
+        drop(store);
+        let store = open(dir);
+        assert!(store.outbox(0, 10).expect("outbox").is_empty());
+        assert_eq!(store.last_signal_seq().expect("seq"), 4);
     }
 }
 

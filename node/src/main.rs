@@ -1,1 +1,27 @@
-fn main() {}
+//! `palisade`: collaborative intrusion prevention.
+//!
+//! This binary wires the engines of `palisade-actors` to the world: it reads the
+//! configuration, opens RocksDB, starts the actors and the log sources, serves the
+//! admin socket, and offers the operator's commands. It contains no detection logic.
+
+mod admin;
+mod cli;
+mod config;
+mod hub;
+mod keys;
+mod output;
+mod replay;
+mod run;
+mod store;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match cli::main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("palisade: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The actix shells around the engines. Each actor owns its engine, handles a typed
+//! message per request and replies with the result; nothing here decides anything.
+//!
+//! Backpressure: callers use `send` and await the reply, so a slow stage slows the
+//! stage before it instead of growing a queue (actix's `do_send` ignores mailbox bounds
+//! and is not used on these paths).
+
+use actix::prelude::*;
+use palisade_proto::{Decision, SignedSignal, Timestamp};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::decision::{DecisionEngine, DecisionError, DecisionFilter, NewDecision, TickReport, Verdict};
+use crate::event::{Checkpoint, LineBatch, Overflow};
+use crate::pipeline::{Pipeline, PipelineStats};
+use crate::reputation::Reputation;
+use crate::store::{Commit, Store, StoreError};
+
+/// Parses and pours lines.
+pub struct ScenarioActor {
+    pipeline: Pipeline,
+}
+
+impl ScenarioActor {
+    /// Wraps a pipeline.
+    pub fn new(pipeline: Pipeline) -> Self {
+        ScenarioActor { pipeline }
+    }
+}
+
+impl Actor for ScenarioActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(16);
+    }
+}
+
+/// What one batch of lines produced.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// Overflows, in order.
+    pub overflows: Vec<Overflow>,
+    /// The batch's checkpoint, to persist with the results.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Process a batch of lines.
+#[derive(Debug, Message)]
+#[rtype(result = "Processed")]
+pub struct ProcessBatch(pub LineBatch);
+
+impl Handler<ProcessBatch> for ScenarioActor {
+    type Result = MessageResult<ProcessBatch>;
+
+    fn handle(&mut self, msg: ProcessBatch, _: &mut Self::Context) -> Self::Result {
+        let mut overflows = Vec::new();
+        for line in msg.0.lines {
+            self.pipeline.process(line, &mut overflows);
+        }
+        MessageResult(Processed { overflows, checkpoint: msg.0.checkpoint })
+    }
+}
+
+/// Let time pass (wall clock, live mode): frees idle buckets and fires counters.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Overflow>")]
+pub struct Advance(pub Timestamp);
+
+impl Handler<Advance> for ScenarioActor {
+    type Result = MessageResult<Advance>;
+
+    fn handle(&mut self, msg: Advance, _: &mut Self::Context) -> Self::Result {
+        let mut out = Vec::new();
+        self.pipeline.advance(msg.0, &mut out);
+        MessageResult(out)
+    }
+}
+
+/// A snapshot of the pipeline's counters and live bucket count.
+#[derive(Debug, Message)]
+#[rtype(result = "(PipelineStats, usize)")]
+pub struct GetPipelineStats;
+
+impl Handler<GetPipelineStats> for ScenarioActor {
+    type Result = MessageResult<GetPipelineStats>;
+
+    fn handle(&mut self, _: GetPipelineStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult((self.pipeline.stats().clone(), self.pipeline.buckets().live_buckets()))
+    }
+}
+
+/// Signs overflows into signals.
+pub struct ReputationActor {
+    reputation: Reputation,
+}
+
+impl ReputationActor {
+    /// Wraps a signer.
+    pub fn new(reputation: Reputation) -> Self {
+        ReputationActor { reputation }
+    }
+}
+
+impl Actor for ReputationActor {
+    type Context = Context<Self>;
+}
+
+/// Sign these overflows.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<SignedSignal>")]
+pub struct SignOverflows(pub Arc<Vec<Overflow>>);
+
+impl Handler<SignOverflows> for ReputationActor {
+    type Result = MessageResult<SignOverflows>;
+
+    fn handle(&mut self, msg: SignOverflows, _: &mut Self::Context) -> Self::Result {
+        MessageResult(msg.0.iter().filter_map(|o| self.reputation.on_overflow(o)).collect())
+    }
+}
+
+/// Applies profiles and persists decisions, signals and checkpoints atomically.
+pub struct DecisionActor {
+    engine: DecisionEngine,
+    store: Arc<dyn Store>,
+    outbox_keep: u64,
+    clock: fn() -> Timestamp,
+}
+
+impl DecisionActor {
+    /// Wraps an engine and its store. `clock` gives the wall-clock time.
+    pub fn new(engine: DecisionEngine, store: Arc<dyn Store>, outbox_keep: u64, clock: fn() -> Timestamp) -> Self {
+        DecisionActor { engine, store, outbox_keep, clock }
+    }
+
+    /// Persists the engine's changes plus `extra`, retrying until the store takes them:
+    /// a failing disk stalls the node (and is logged) rather than losing decisions.
+    fn persist(&mut self, mut extra: Commit) -> Result<(), StoreError> {
+        extra.decisions = self.engine.take_changes();
+        extra.last_decision_id = (!extra.decisions.upserts.is_empty()).then(|| self.engine.last_id());
+        if let Some(max_seq) = extra.signals.iter().map(|s| s.signal.seq).max() {
+            if max_seq > self.outbox_keep {
+                extra.prune_outbox_below = Some(max_seq - self.outbox_keep + 1);
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        let mut attempts = 0;
+        loop {
+            match self.store.commit(&extra) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempts < 5 => {
+                    tracing::error!(error = %e, attempt = attempts + 1, "store commit failed, retrying");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Actor for DecisionActor {
+    type Context = Context<Self>;
+}
+
+/// Apply a batch's overflows and persist them with its signals and checkpoint.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Verdict>, StoreError>")]
+pub struct ApplyOverflows {
+    /// The overflows.
+    pub overflows: Arc<Vec<Overflow>>,
+    /// Their signals.
+    pub signals: Vec<SignedSignal>,
+    /// The source position after the batch.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+impl Handler<ApplyOverflows> for DecisionActor {
+    type Result = Result<Vec<Verdict>, StoreError>;
+
+    fn handle(&mut self, msg: ApplyOverflows, _: &mut Self::Context) -> Self::Result {
+        let now = (self.clock)();
+        let verdicts: Vec<Verdict> = msg.overflows.iter().map(|o| self.engine.on_overflow(o, now)).collect();
+        for (o, v) in msg.overflows.iter().zip(&verdicts) {
+            log_verdict(o, v);
+        }
+        self.persist(Commit { checkpoints: msg.checkpoint.into_iter().collect(), signals: msg.signals, ..Commit::default() })?;
+        Ok(verdicts)
+    }
+}
+
+fn log_verdict(o: &Overflow, v: &Verdict) {
+    match v {
+        Verdict::Created(d) | Verdict::Extended { decision: d, .. } => tracing::info!(
+            scenario = %o.scenario, value = %d.value, events = o.events_count,
+            until = d.until.as_secs(), kind = %d.kind, "decision"
+        ),
+        Verdict::Allowlisted(net) => {
+            tracing::info!(scenario = %o.scenario, value = %o.value, allowlist = %net, "overflow on an allowlisted address: no decision")
+        }
+        _ => tracing::debug!(scenario = %o.scenario, value = %o.value, verdict = ?v, "overflow"),
+    }
+}
+
+/// An operator's or peer's decision request.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Result<Verdict, DecisionError>, StoreError>")]
+pub struct AddDecision(pub NewDecision);
+
+impl Handler<AddDecision> for DecisionActor {
+    type Result = Result<Result<Verdict, DecisionError>, StoreError>;
+
+    fn handle(&mut self, msg: AddDecision, _: &mut Self::Context) -> Self::Result {
+        let verdict = self.engine.add(msg.0, (self.clock)());
+        self.persist(Commit::default())?;
+        Ok(verdict)
+    }
+}
+
+/// End the decisions a filter selects.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Decision>, StoreError>")]
+pub struct DeleteDecisions(pub DecisionFilter);
+
+impl Handler<DeleteDecisions> for DecisionActor {
+    type Result = Result<Vec<Decision>, StoreError>;
+
+    fn handle(&mut self, msg: DeleteDecisions, _: &mut Self::Context) -> Self::Result {
+        let ended = self.engine.delete(&msg.0, (self.clock)());
+        self.persist(Commit::default())?;
+        Ok(ended)
+    }
+}
+
+/// Active decisions a filter selects.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Decision>")]
+pub struct ListDecisions(pub DecisionFilter);
+
+impl Handler<ListDecisions> for DecisionActor {
+    type Result = MessageResult<ListDecisions>;
+
+    fn handle(&mut self, msg: ListDecisions, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.engine.select(&msg.0).cloned().collect())
+    }
+}
+
+/// Expire and purge (sent every second by the node).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<TickReport, StoreError>")]
+pub struct Tick;
+
+impl Handler<Tick> for DecisionActor {
+    type Result = Result<TickReport, StoreError>;
+
+    fn handle(&mut self, _: Tick, _: &mut Self::Context) -> Self::Result {
+        let report = self.engine.tick((self.clock)());
+        self.persist(Commit::default())?;
+        Ok(report)
+    }
+}

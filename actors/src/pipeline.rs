@@ -1,0 +1,83 @@
+//! Lines in, overflows out: the parsers followed by the buckets, with the counters the
+//! metrics endpoint exports. Used by the scenario actor when tailing and directly by
+//! `palisade replay`, so both produce the same overflows from the same lines.
+
+use palisade_proto::Timestamp;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::event::{Overflow, RawLine};
+use crate::parser::Parsers;
+use crate::scenario::{Buckets, Scenarios};
+
+/// Counters of what the pipeline saw.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Lines processed.
+    pub lines: u64,
+    /// Lines a parser recognised, by parser name.
+    pub parsed: HashMap<Arc<str>, u64>,
+    /// Lines no parser recognised, by log type.
+    pub unparsed: HashMap<Arc<str>, u64>,
+    /// Overflows, by scenario.
+    pub overflows: HashMap<Arc<str>, u64>,
+}
+
+/// Parsers and buckets.
+#[derive(Debug)]
+pub struct Pipeline {
+    parsers: Arc<Parsers>,
+    buckets: Buckets,
+    stats: PipelineStats,
+}
+
+impl Pipeline {
+    /// A pipeline with fresh buckets.
+    pub fn new(parsers: Arc<Parsers>, scenarios: Arc<Scenarios>) -> Self {
+        Pipeline { parsers, buckets: Buckets::new(scenarios), stats: PipelineStats::default() }
+    }
+
+    /// Parses one line and pours it; appends overflows to `out`.
+    pub fn process(&mut self, line: RawLine, out: &mut Vec<Overflow>) {
+        self.stats.lines += 1;
+        match self.parsers.parse(line) {
+            Ok(event) => {
+                *self.stats.parsed.entry(event.parser.clone()).or_default() += 1;
+                let before = out.len();
+                self.buckets.pour(&event, out);
+                self.count_overflows(&out[before..]);
+            }
+            Err(miss) => {
+                *self.stats.unparsed.entry(miss.log_type()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Lets time pass without events; appends overflows (counter buckets) to `out`.
+    pub fn advance(&mut self, now: Timestamp, out: &mut Vec<Overflow>) {
+        let before = out.len();
+        self.buckets.advance(now, out);
+        self.count_overflows(&out[before..]);
+    }
+
+    fn count_overflows(&mut self, new: &[Overflow]) {
+        for o in new {
+            *self.stats.overflows.entry(o.scenario.clone()).or_default() += 1;
+        }
+    }
+
+    /// What the pipeline has seen.
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    /// The buckets, for their own counters.
+    pub fn buckets(&self) -> &Buckets {
+        &self.buckets
+    }
+
+    /// The parsers.
+    pub fn parsers(&self) -> &Arc<Parsers> {
+        &self.parsers
+    }
+}

@@ -1,0 +1,270 @@
+//! The command line: `palisade <command>`. Output is for humans by default and for
+//! scripts with `--json`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use palisade_actors::decision::{DecisionFilter, NewDecision};
+use palisade_proto::time::parse_duration;
+use palisade_proto::{DecisionType, Origin, Scope};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::admin::{self, Request, Response};
+use crate::config::NodeConfig;
+use crate::output;
+
+/// Palisade: collaborative intrusion prevention.
+#[derive(Debug, Parser)]
+#[command(name = "palisade", version, about, propagate_version = true)]
+struct Cli {
+    /// Configuration file (default: /etc/palisade/config.toml when it exists, else built-in defaults).
+    #[arg(long, short = 'c', global = true, env = "PALISADE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node: watch logs, detect attacks, ban attackers.
+    Run,
+    /// Replay log files through the detection engine and show what would have been caught.
+    Replay(ReplayArgs),
+    /// Show, for each log line, which parser matched and the fields it set, or why none did.
+    Explain(ExplainArgs),
+    /// List, add or delete decisions.
+    #[command(subcommand)]
+    Decisions(DecisionsCommand),
+    /// Inspect the detection content.
+    #[command(subcommand)]
+    Hub(HubCommand),
+    /// Check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// The log formats `replay` and `explain` know.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogType {
+    /// Syslog lines (auth.log, syslog, journald exports): sshd and other programs.
+    Syslog,
+    /// nginx access or error log.
+    Nginx,
+    /// Apache access or error log.
+    Apache,
+}
+
+impl LogType {
+    /// The label the parsers select on.
+    pub fn label(self) -> &'static str {
+        match self {
+            LogType::Syslog => "syslog",
+            LogType::Nginx => "nginx",
+            LogType::Apache => "apache",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The format of the files.
+    #[arg(long = "type", short = 't', value_enum)]
+    pub log_type: LogType,
+    /// One JSON object per alert and decision on stdout instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Log files (`-` for stdin).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The format of the lines.
+    #[arg(long = "type", short = 't', value_enum)]
+    pub log_type: LogType,
+    /// JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// A log file, or `-` (the default) for stdin.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DecisionsCommand {
+    /// Active decisions.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ban an address or range by hand.
+    Add {
+        /// Address to ban.
+        #[arg(long, conflicts_with = "range", required_unless_present = "range")]
+        ip: Option<IpAddr>,
+        /// CIDR range to ban.
+        #[arg(long)]
+        range: Option<IpNet>,
+        /// How long (e.g. 4h, 30m, 2d).
+        #[arg(long, short = 'd', default_value = "4h")]
+        duration: String,
+        /// Remediation (ban, captcha...).
+        #[arg(long = "type", default_value = "ban")]
+        kind: String,
+        /// Why (shown as the decision's scenario).
+        #[arg(long, default_value = "manual ban")]
+        reason: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End decisions now.
+    Delete {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Delete every active decision (required when no filter is given).
+        #[arg(long)]
+        all: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+struct FilterArgs {
+    /// Decisions covering this address.
+    #[arg(long)]
+    ip: Option<IpAddr>,
+    /// Decisions covering this range.
+    #[arg(long)]
+    range: Option<IpNet>,
+    /// Scenario name contains.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// Origin (palisade, fleet, community, cli).
+    #[arg(long)]
+    origin: Option<String>,
+    /// Decision id.
+    #[arg(long)]
+    id: Option<u64>,
+}
+
+impl FilterArgs {
+    fn to_filter(&self) -> DecisionFilter {
+        DecisionFilter {
+            ip: self.ip,
+            range: self.range,
+            scenario: self.scenario.clone(),
+            origin: self.origin.as_deref().map(Origin::from),
+            id: self.id,
+            ..DecisionFilter::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ip.is_none() && self.range.is_none() && self.scenario.is_none() && self.origin.is_none() && self.id.is_none()
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum HubCommand {
+    /// Parsers and scenarios in use.
+    List {
+        /// JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and the detection content; print the effective configuration.
+    Check,
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let load = || NodeConfig::load(cli.config.as_deref()).map(|(c, _)| c);
+    match cli.command {
+        Command::Run => {
+            let config = load()?;
+            crate::run::run(config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(args) => crate::replay::replay(&load()?, &args),
+        Command::Explain(args) => crate::replay::explain(&load()?, &args),
+        Command::Decisions(cmd) => decisions(&load()?, cmd),
+        Command::Hub(HubCommand::List { json }) => {
+            let config = load()?;
+            let hub = crate::hub::load(config.hub_dir.as_deref())?;
+            output::hub_list(&hub, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check) => {
+            let (config, path) = NodeConfig::load(cli.config.as_deref())?;
+            let hub = crate::hub::load(config.hub_dir.as_deref())?;
+            let source = path.map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string());
+            println!("configuration OK ({source})");
+            println!(
+                "detection content OK ({}): {} parsers, {} scenarios",
+                hub.origin,
+                hub.parsers.list().len(),
+                hub.scenarios.list().len()
+            );
+            println!("data_dir: {}", config.data_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn decisions(config: &NodeConfig, cmd: DecisionsCommand) -> Result<ExitCode> {
+    match cmd {
+        DecisionsCommand::List { filter, json } => {
+            let Response::Decisions(list) = admin::call(config, Request::List(filter.to_filter()))? else {
+                bail!("unexpected reply from the node");
+            };
+            output::decisions(&list, json);
+        }
+        DecisionsCommand::Add { ip, range, duration, kind, reason, json } => {
+            let (scope, value) = match (ip, range) {
+                (Some(ip), _) => (Scope::Ip, ip.to_string()),
+                (None, Some(range)) => (Scope::Range, range.to_string()),
+                (None, None) => bail!("give --ip or --range"),
+            };
+            let duration = parse_duration(&duration).map_err(anyhow::Error::msg).context("--duration")?;
+            let request = NewDecision {
+                origin: Origin::Cli,
+                kind: DecisionType::from(kind.as_str()),
+                scope,
+                value,
+                duration,
+                scenario: reason,
+                simulated: false,
+            };
+            let Response::Verdict(verdict) = admin::call(config, Request::Add(request))? else {
+                bail!("unexpected reply from the node");
+            };
+            output::verdict(&verdict, json);
+        }
+        DecisionsCommand::Delete { filter, all, json } => {
+            if filter.is_empty() && !all {
+                bail!("give a filter (--ip, --range, --scenario, --origin, --id) or --all");
+            }
+            let Response::Decisions(list) = admin::call(config, Request::Delete(filter.to_filter()))? else {
+                bail!("unexpected reply from the node");
+            };
+            output::deleted(&list, json);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

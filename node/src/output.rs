@@ -1,0 +1,141 @@
+//! Human-readable output: aligned tables and dates. Scripts use `--json`.
+
+use palisade_actors::decision::Verdict;
+use palisade_proto::{Decision, Timestamp};
+use std::io::Write;
+
+use crate::hub::Hub;
+
+/// Writes an aligned table with a header row.
+pub fn table<W: Write>(w: &mut W, header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+    if rows.is_empty() {
+        return writeln!(w, "(none)");
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(i) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |w: &mut W, cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
+        let text: Vec<String> = cells.zip(&widths).map(|(c, width)| format!("{c:<width$}")).collect();
+        writeln!(w, "{}", text.join("  ").trim_end())
+    };
+    line(w, &mut header.iter().copied())?;
+    for row in rows {
+        line(w, &mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
+}
+
+/// `2026-11-25 06:00:00Z`.
+pub fn datetime(t: Timestamp) -> String {
+    chrono::DateTime::from_timestamp_millis(t.0).map_or_else(|| t.to_string(), |d| d.format("%Y-%m-%d %H:%M:%SZ").to_string())
+}
+
+fn decision_rows(list: &[Decision], now: Timestamp) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|d| {
+            vec![
+                d.id.to_string(),
+                d.value.clone(),
+                d.scope.to_string(),
+                d.kind.to_string(),
+                d.origin.to_string(),
+                d.scenario.clone(),
+                palisade_proto::time::go_duration(d.remaining(now)),
+            ]
+        })
+        .collect()
+}
+
+const DECISION_HEADER: [&str; 7] = ["ID", "VALUE", "SCOPE", "TYPE", "ORIGIN", "SCENARIO", "EXPIRES IN"];
+
+/// `palisade decisions list`.
+pub fn decisions(list: &[Decision], json: bool) {
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    if json {
+        let _ = writeln!(w, "{}", serde_json::to_string_pretty(list).unwrap_or_default());
+        return;
+    }
+    let _ = table(&mut w, &DECISION_HEADER, &decision_rows(list, crate::run::wall_clock()));
+}
+
+/// `palisade decisions add`.
+pub fn verdict(verdict: &Verdict, json: bool) {
+    let (what, decision) = match verdict {
+        Verdict::Created(d) => ("added", Some(d)),
+        Verdict::Extended { decision, .. } => ("extended", Some(decision)),
+        Verdict::AlreadyCovered(d) => ("already covered by an active decision", Some(d)),
+        _ => ("no decision made", None),
+    };
+    if json {
+        let body = serde_json::json!({ "result": what, "decision": decision });
+        println!("{body}");
+        return;
+    }
+    match decision {
+        Some(d) => println!(
+            "{what}: {} {} {} for {} (id {})",
+            d.kind,
+            d.scope,
+            d.value,
+            palisade_proto::time::go_duration(d.remaining(crate::run::wall_clock())),
+            d.id
+        ),
+        None => println!("{what}"),
+    }
+}
+
+/// `palisade decisions delete`.
+pub fn deleted(list: &[Decision], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(list).unwrap_or_default());
+        return;
+    }
+    println!("{} decision(s) deleted", list.len());
+    for d in list {
+        println!("  {} {} {} ({})", d.id, d.kind, d.value, d.scenario);
+    }
+}
+
+/// `palisade hub list`.
+pub fn hub_list(hub: &Hub, json: bool) {
+    let parsers = hub.parsers.list();
+    let scenarios = hub.scenarios.list();
+    if json {
+        let body = serde_json::json!({ "parsers": parsers, "scenarios": scenarios });
+        println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+        return;
+    }
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    let _ = writeln!(w, "Parsers ({}, {})", parsers.len(), hub.origin);
+    let rows: Vec<Vec<String>> = parsers
+        .iter()
+        .map(|p| vec![p.stage.clone(), p.name.clone(), p.description.clone()])
+        .collect();
+    let _ = table(&mut w, &["STAGE", "NAME", "DESCRIPTION"], &rows);
+    let _ = writeln!(w, "\nScenarios ({})", scenarios.len());
+    let rows: Vec<Vec<String>> = scenarios
+        .iter()
+        .map(|s| vec![s.name.clone(), s.kind.clone(), s.description.clone()])
+        .collect();
+    let _ = table(&mut w, &["NAME", "TYPE", "DESCRIPTION"], &rows);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let mut out = Vec::new();
+        table(&mut out, &["A", "BB"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), "wwww".into()]]).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "A    BB\nxxx  y\nz    wwww\n");
+        assert_eq!(datetime(Timestamp(0)), "1970-01-01 00:00:00Z");
+    }
+}

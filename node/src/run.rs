@@ -1,0 +1,250 @@
+//! `palisade run`: the node. Starts the actors, the log sources, the admin socket and
+//! the clocks, then waits for SIGINT or SIGTERM and shuts down cleanly.
+//!
+//! ```text
+//! sources --LineBatch--> bridge --> ScenarioActor --overflows--> ReputationActor (sign)
+//!                                                   \----------> DecisionActor (decide,
+//!                                  commit decisions + signals + checkpoint atomically)
+//! ```
+//! The bridge awaits each stage before feeding the next batch, so a slow store slows the
+//! readers instead of filling memory.
+
+use actix::prelude::*;
+use anyhow::{anyhow, Context, Result};
+use palisade_actors::actor::{
+    Advance, ApplyOverflows, DecisionActor, ProcessBatch, ReputationActor, ScenarioActor, SignOverflows, Tick,
+};
+use palisade_actors::decision::{Allowlist, DecisionEngine};
+use palisade_actors::event::{LineBatch, Overflow};
+use palisade_actors::pipeline::Pipeline;
+use palisade_actors::reputation::Reputation;
+use palisade_actors::store::Store;
+use palisade_proto::Timestamp;
+use rand::RngCore;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{LogConfig, NodeConfig};
+use crate::store::RocksStore;
+
+/// The wall clock as a [`Timestamp`].
+pub fn wall_clock() -> Timestamp {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp(i64::try_from(now.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// This host's own addresses, read from /proc (never banned by default).
+pub fn host_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    // IPv4: /proc/net/fib_trie lists local addresses as "|-- A.B.C.D" followed by
+    // "/32 host LOCAL".
+    if let Ok(text) = std::fs::read_to_string("/proc/net/fib_trie") {
+        let mut last: Option<IpAddr> = None;
+        for line in text.lines() {
+            let line = line.trim_start_matches([' ', '|', '+', '-', '`']);
+            if let Ok(ip) = line.trim().parse::<IpAddr>() {
+                last = Some(ip);
+            } else if line.contains("host LOCAL") {
+                if let Some(ip) = last.take() {
+                    if !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+        }
+    }
+    // IPv6: /proc/net/if_inet6, first column is the address in 32 hex digits.
+    if let Ok(text) = std::fs::read_to_string("/proc/net/if_inet6") {
+        for line in text.lines() {
+            let Some(hex) = line.split_whitespace().next() else { continue };
+            if let Ok(bits) = u128::from_str_radix(hex, 16) {
+                let ip = IpAddr::V6(bits.into());
+                if !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The decision engine over the stored state, with the configured policy and allowlist.
+pub fn decision_engine(config: &NodeConfig, store: &dyn Store, now: Timestamp) -> Result<DecisionEngine> {
+    let policy = config.decisions.compile()?;
+    let allowlist = Allowlist::new(config.allowlist.compile(&host_addresses())?);
+    let stored = store.load_decisions().map_err(|e| anyhow!("{e}"))?;
+    Ok(DecisionEngine::new(policy, allowlist, stored, now, rand::rngs::OsRng.next_u64()))
+}
+
+/// Sets up logging to stderr.
+pub fn init_tracing(log: &LogConfig) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level).map_err(|e| anyhow!("log.level: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    result.map_err(|e| anyhow!("setting up logging: {e}"))
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub fn run(config: NodeConfig) -> Result<()> {
+    init_tracing(&config.log)?;
+    crate::config::ensure_data_dir(&config.data_dir)?;
+    let hub = crate::hub::load(config.hub_dir.as_deref())?;
+    let store = Arc::new(RocksStore::open(&config.db_dir()).map_err(|e| anyhow!("{e}"))?);
+    let engine = decision_engine(&config, store.as_ref(), wall_clock())?;
+    let key = crate::keys::node_key(&config.data_dir)?;
+    let secret = crate::keys::signal_secret(&config.data_dir)?;
+    let last_seq = store.last_signal_seq().map_err(|e| anyhow!("{e}"))?;
+    let reputation = Reputation::new(key.clone(), secret, &config.reputation, last_seq, rand::rngs::OsRng.next_u64());
+    let admin_listener_path = config.admin_socket();
+
+    let system = actix::System::new();
+    let result = system.block_on(async move {
+        let admin = crate::admin::bind(&admin_listener_path)?;
+        let pipeline = Pipeline::new(hub.parsers.clone(), hub.scenarios.clone());
+        // Detection is CPU-bound and the store may block on disk: each gets a thread,
+        // so neither delays the other nor the sockets.
+        let scenario_arbiter = Arbiter::new();
+        let decision_arbiter = Arbiter::new();
+        let scenario = ScenarioActor::start_in_arbiter(&scenario_arbiter.handle(), move |_| ScenarioActor::new(pipeline));
+        let active = engine.book().active_len();
+        let store_dyn: Arc<dyn Store> = store.clone();
+        let outbox_keep = config.reputation.outbox_keep;
+        let decisions = DecisionActor::start_in_arbiter(&decision_arbiter.handle(), move |_| {
+            DecisionActor::new(engine, store_dyn, outbox_keep, wall_clock)
+        });
+        let reputation = ReputationActor::new(reputation).start();
+        let stages = Stages { scenario, reputation, decisions: decisions.clone() };
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (tx, rx) = mpsc::channel::<LineBatch>(config.ingest.channel_capacity());
+        let cursors = Arc::new(StoreCursors(store.clone()));
+        let ingest = palisade_actors::ingest::spawn(&config.ingest, cursors, tx, shutdown_rx.clone())
+            .context("starting log sources")?;
+        tracing::info!(
+            node = %key.node_id(),
+            data_dir = %config.data_dir.display(),
+            hub = %hub.origin,
+            parsers = hub.parsers.list().len(),
+            scenarios = hub.scenarios.list().len(),
+            sources = ingest.source_count(),
+            decisions = active,
+            "palisade node started"
+        );
+
+        let bridge = actix::spawn(bridge(rx, stages.clone()));
+        actix::spawn(clock(stages.clone(), shutdown_rx.clone()));
+        actix::spawn(crate::admin::serve(admin, decisions.clone()));
+
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing the lines already read");
+        let _ = shutdown_tx.send(true);
+        ingest.join().await;
+        // The sources dropped their senders: the bridge drains what is left and ends.
+        let _ = bridge.await;
+        let _ = std::fs::remove_file(&admin_listener_path);
+        scenario_arbiter.stop();
+        decision_arbiter.stop();
+        System::current().stop();
+        Ok::<(), anyhow::Error>(())
+    });
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Source positions are read from the store; they are written with each batch's commit.
+struct StoreCursors(Arc<RocksStore>);
+
+impl palisade_actors::ingest::CursorStore for StoreCursors {
+    fn load(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0.load_cursor(key).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Clone)]
+struct Stages {
+    scenario: Addr<ScenarioActor>,
+    reputation: Addr<ReputationActor>,
+    decisions: Addr<DecisionActor>,
+}
+
+impl Stages {
+    /// Signs and decides on overflows, and persists them with `checkpoint`.
+    async fn settle(&self, overflows: Vec<Overflow>, checkpoint: Option<palisade_actors::event::Checkpoint>) -> Result<()> {
+        if overflows.is_empty() && checkpoint.is_none() {
+            return Ok(());
+        }
+        let overflows = Arc::new(overflows);
+        let signals = if overflows.is_empty() {
+            Vec::new()
+        } else {
+            self.reputation.send(SignOverflows(overflows.clone())).await?
+        };
+        self.decisions.send(ApplyOverflows { overflows, signals, checkpoint }).await?.map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    }
+}
+
+async fn bridge(mut rx: mpsc::Receiver<LineBatch>, stages: Stages) {
+    while let Some(batch) = rx.recv().await {
+        let result = async {
+            let processed = stages.scenario.send(ProcessBatch(batch)).await?;
+            stages.settle(processed.overflows, processed.checkpoint).await
+        }
+        .await;
+        if let Err(e) = result {
+            // The store retried and gave up: stop rather than read on and lose lines.
+            tracing::error!(error = %e, "cannot persist results; stopping the node");
+            System::current().stop_with_code(1);
+            return;
+        }
+    }
+}
+
+async fn clock(stages: Stages, mut shutdown: watch::Receiver<bool>) {
+    let mut every_second = tokio::time::interval(Duration::from_secs(1));
+    every_second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = every_second.tick() => {}
+        }
+        let now = wall_clock();
+        match stages.scenario.send(Advance(now)).await {
+            Ok(overflows) if !overflows.is_empty() => {
+                if let Err(e) = stages.settle(overflows, None).await {
+                    tracing::error!(error = %e, "applying timed overflows failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "scenario actor unavailable"),
+        }
+        match stages.decisions.send(Tick).await {
+            Ok(Ok(report)) => {
+                for d in &report.expired {
+                    tracing::info!(value = %d.value, scenario = %d.scenario, "decision expired");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "expiring decisions failed"),
+            Err(e) => tracing::warn!(error = %e, "decision actor unavailable"),
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
