@@ -1,0 +1,176 @@
+//! Helpers for tests that run the real `palisade` binary.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_palisade"))
+}
+
+/// A node's files in a temporary directory.
+pub struct NodeDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl NodeDir {
+    pub fn new() -> Self {
+        NodeDir { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `config.toml` with `body` after the data_dir line.
+    pub fn write_config(&self, body: &str) -> PathBuf {
+        let path = self.path("config.toml");
+        let text = format!(
+            "data_dir = {:?}\n[log]\nlevel = \"info,palisade=debug\"\n[allowlist]\nhost_addresses = false\n{body}",
+            self.path("data").display().to_string()
+        );
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// Runs `palisade --config <config> ARGS` to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(self.path("config.toml"))
+            .args(args)
+            .output()
+            .expect("run palisade")
+    }
+
+    /// Starts `palisade run`, logging to `node.log`.
+    pub fn start(&self) -> Node {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("node.log"))
+            .expect("log file");
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(self.path("config.toml"))
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start palisade run");
+        let node = Node { child, socket: self.path("data").join("admin.sock"), log: self.path("node.log") };
+        node.wait_ready();
+        node
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Node {
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::fs::read_to_string(&self.log).unwrap_or_default().contains("palisade node started")
+                && self.socket.exists()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("node did not start:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    /// SIGKILL, no cleanup.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "node exited with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        panic!("node did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Appends lines to a file (creating it).
+pub fn append(path: &Path, lines: &[String]) {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open log");
+    for l in lines {
+        writeln!(f, "{l}").expect("append");
+    }
+    f.flush().expect("flush");
+}
+
+/// sshd "Failed password" lines from `ip`, stamped now, as syslog writes them.
+pub fn ssh_failures(ip: &str, count: usize, port0: u16) -> Vec<String> {
+    let stamp = chrono::Utc::now().format("%b %e %H:%M:%S");
+    (0..count)
+        .map(|i| {
+            format!(
+                "{stamp} web-01 sshd[{}]: Failed password for invalid user admin{} from {ip} port {} ssh2",
+                4000 + i,
+                i,
+                port0 as usize + i
+            )
+        })
+        .collect()
+}
+
+/// `palisade decisions list --json`, parsed.
+pub fn decisions(dir: &NodeDir) -> Vec<serde_json::Value> {
+    let out = dir.cli(&["decisions", "list", "--json"]);
+    assert!(out.status.success(), "decisions list failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("decisions JSON")
+}
+
+/// Polls until `pred` holds for the decision list, or panics after `timeout`.
+pub fn wait_for_decisions(dir: &NodeDir, timeout: Duration, pred: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let list = decisions(dir);
+        if pred(&list) {
+            return list;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out; decisions: {list:#?}\nnode log:\n{}",
+                std::fs::read_to_string(dir.path("node.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Values of decisions in a list.
+pub fn values(list: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().filter_map(|d| d["value"].as_str().map(str::to_owned)).collect();
+    v.sort();
+    v
+}
