@@ -245,7 +245,10 @@ impl DecisionEngine {
             return Verdict::Allowlisted(net);
         }
         let value = canonical_value(&overflow.scope, &target);
-        let duration = self.repeat_duration(&value, base, now);
+        let key = DecisionKey { scope: overflow.scope.clone(), value: value.clone(), kind: kind.clone() };
+        // A repeat offender is one who comes back after a ban ended: overflows of other
+        // scenarios during the same attack (while a ban is active) do not multiply.
+        let duration = if self.book.active(&key).is_some() { base } else { self.repeat_duration(&value, base, now) };
         let request = NewDecision {
             origin: Origin::Palisade,
             kind,
@@ -256,8 +259,9 @@ impl DecisionEngine {
             simulated,
         };
         let verdict = self.apply(request, now);
-        if matches!(verdict, Verdict::Created(_) | Verdict::Extended { .. }) {
-            self.record_offence(overflow_value(&verdict), now);
+        if let Verdict::Created(d) = &verdict {
+            let value = d.value.clone();
+            self.record_offence(value, now);
         }
         verdict
     }
@@ -384,8 +388,7 @@ impl DecisionEngine {
         Duration::from_secs_f64(capped)
     }
 
-    fn record_offence(&mut self, value: Option<String>, now: Timestamp) {
-        let Some(value) = value else { return };
+    fn record_offence(&mut self, value: String, now: Timestamp) {
         let times = self.offences.entry(value.clone()).or_default();
         times.push_back(now);
         // An attacker gets at most a few dozen entries: the factor is capped long before.
@@ -403,10 +406,6 @@ impl DecisionEngine {
         let h = |r: std::ops::Range<usize>| -> String { b[r].iter().map(|x| format!("{x:02x}")).collect() };
         format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
     }
-}
-
-fn overflow_value(verdict: &Verdict) -> Option<String> {
-    verdict.decision().map(|d| d.value.clone())
 }
 
 /// The canonical text of a target: a bare address for `Ip`, CIDR for `Range`.

@@ -80,6 +80,22 @@ fn repeat_offenders_get_longer_bans_up_to_the_cap() {
 }
 
 #[test]
+fn simultaneous_scenarios_are_one_offence() {
+    let mut e = engine(DecisionConfig::default());
+    let first = e.on_overflow(&overflow("palisade/ssh-bf", "198.51.100.1"), t(0));
+    let second = e.on_overflow(&overflow("palisade/ssh-user-enum", "198.51.100.1"), t(0));
+    assert!(matches!(first, Verdict::Created(_)));
+    assert!(matches!(second, Verdict::AlreadyCovered(_)), "{second:?}");
+    // A minute later, still banned, another overflow extends by the base length only.
+    let third = e.on_overflow(&overflow("palisade/ssh-bf", "198.51.100.1"), t(60));
+    assert_eq!(third.decision().unwrap().until, t(60 + 4 * H));
+    // After the ban ends, the comeback counts as the second offence: 8h.
+    e.tick(t(5 * H));
+    let comeback = e.on_overflow(&overflow("palisade/ssh-bf", "198.51.100.1"), t(5 * H));
+    assert_eq!(comeback.decision().unwrap().until, t(13 * H));
+}
+
+#[test]
 fn allowlist_wins_over_everything() {
     let mut e = engine(DecisionConfig::default());
     assert!(matches!(e.on_overflow(&overflow("a", "127.0.0.1"), t(0)), Verdict::Allowlisted(_)));
