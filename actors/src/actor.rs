@@ -242,7 +242,7 @@ impl Handler<ListDecisions> for DecisionActor {
     type Result = MessageResult<ListDecisions>;
 
     fn handle(&mut self, msg: ListDecisions, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.engine.select(&msg.0).cloned().collect())
+        MessageResult(self.engine.select(&msg.0))
     }
 }
 

@@ -185,7 +185,7 @@ fn call_offline(config: &NodeConfig, request: Request) -> Result<Response> {
     let now = crate::run::wall_clock();
     let mut engine = crate::run::decision_engine(config, &store, now)?;
     let response = match request {
-        Request::List(filter) => Response::Decisions(engine.select(&filter).cloned().collect()),
+        Request::List(filter) => Response::Decisions(engine.select(&filter)),
         Request::Delete(filter) => Response::Decisions(engine.delete(&filter, now)),
         Request::Add(new) => Response::Verdict(engine.add(new, now)?),
     };

@@ -9,10 +9,34 @@
 use palisade_proto::{Decision, DecisionType, Scope, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use super::index::NetIndex;
 use ipnet::IpNet;
+
+/// A [`DecisionBook`] shared between its one writer (the decision engine) and any
+/// number of readers. Writes are short (map inserts), so readers wait little.
+#[derive(Debug, Clone, Default)]
+pub struct SharedBook(Arc<RwLock<DecisionBook>>);
+
+impl SharedBook {
+    /// Shares `book`.
+    pub fn new(book: DecisionBook) -> Self {
+        SharedBook(Arc::new(RwLock::new(book)))
+    }
+
+    /// Reads. A panic in another holder cannot corrupt the book (every write is a
+    /// complete map operation), so a poisoned lock is still read.
+    pub fn read(&self) -> RwLockReadGuard<'_, DecisionBook> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes (the engine only).
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, DecisionBook> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// What makes two decisions "the same": one active decision per key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -11,7 +11,7 @@ mod config;
 mod index;
 
 pub use allowlist::Allowlist;
-pub use book::{DecisionBook, DecisionKey};
+pub use book::{DecisionBook, DecisionKey, SharedBook};
 pub use config::{AllowlistConfig, ConfigError, DecisionConfig, Policy, Profile, ProfileConfig};
 pub use index::NetIndex;
 
@@ -172,9 +172,12 @@ pub struct StoredDecisions {
 }
 
 /// Profiles + allowlist + the book of decisions.
+///
+/// The book is shared ([`SharedBook`]) so that readers such as the Local API look
+/// decisions up without queueing behind the engine; only the engine writes to it.
 #[derive(Debug)]
 pub struct DecisionEngine {
-    book: DecisionBook,
+    book: SharedBook,
     policy: Policy,
     allowlist: Allowlist,
     offences: HashMap<String, VecDeque<Timestamp>>,
@@ -188,6 +191,7 @@ impl DecisionEngine {
     pub fn new(policy: Policy, allowlist: Allowlist, stored: StoredDecisions, now: Timestamp, seed: u64) -> Self {
         let book = DecisionBook::from_stored(stored.decisions, now);
         let last_id = stored.last_id.max(book.max_id());
+        let book = SharedBook::new(book);
         DecisionEngine {
             book,
             policy,
@@ -199,9 +203,14 @@ impl DecisionEngine {
         }
     }
 
-    /// The decisions.
-    pub fn book(&self) -> &DecisionBook {
-        &self.book
+    /// The decisions, for reading.
+    pub fn book(&self) -> std::sync::RwLockReadGuard<'_, DecisionBook> {
+        self.book.read()
+    }
+
+    /// A handle on the decisions that other threads can read.
+    pub fn shared_book(&self) -> SharedBook {
+        self.book.clone()
     }
 
     /// The allowlist.
@@ -248,7 +257,7 @@ impl DecisionEngine {
         let key = DecisionKey { scope: overflow.scope.clone(), value: value.clone(), kind: kind.clone() };
         // A repeat offender is one who comes back after a ban ended: overflows of other
         // scenarios during the same attack (while a ban is active) do not multiply.
-        let duration = if self.book.active(&key).is_some() { base } else { self.repeat_duration(&value, base, now) };
+        let duration = if self.book.read().active(&key).is_some() { base } else { self.repeat_duration(&value, base, now) };
         let request = NewDecision {
             origin: Origin::Palisade,
             kind,
@@ -292,7 +301,7 @@ impl DecisionEngine {
     fn apply(&mut self, request: NewDecision, now: Timestamp) -> Verdict {
         let until = now.saturating_add(request.duration);
         let key = DecisionKey { scope: request.scope.clone(), value: request.value.clone(), kind: request.kind.clone() };
-        let existing = self.book.active(&key).cloned();
+        let existing = self.book.read().active(&key).cloned();
         if let Some(existing) = &existing {
             if existing.until >= until {
                 return Verdict::AlreadyCovered(existing.clone());
@@ -311,7 +320,7 @@ impl DecisionEngine {
             scenario: request.scenario,
             simulated: request.simulated,
         };
-        self.book.insert(decision.clone());
+        self.book.write().insert(decision.clone());
         self.changes.upserts.push(decision.clone());
         match existing {
             Some(old) => {
@@ -324,10 +333,11 @@ impl DecisionEngine {
 
     /// Ends every active decision `filter` selects. Returns them, ended.
     pub fn delete(&mut self, filter: &DecisionFilter, now: Timestamp) -> Vec<Decision> {
-        let ids: Vec<u64> = self.select(filter).map(|d| d.id).collect();
+        let ids: Vec<u64> = self.select(filter).iter().map(|d| d.id).collect();
         let mut out = Vec::with_capacity(ids.len());
+        let mut book = self.book.write();
         for id in ids {
-            if let Some(d) = self.book.end(id, now) {
+            if let Some(d) = book.end(id, now) {
                 self.changes.upserts.push(d.clone());
                 out.push(d);
             }
@@ -336,27 +346,16 @@ impl DecisionEngine {
     }
 
     /// Active decisions `filter` selects, by id.
-    pub fn select<'a>(&'a self, filter: &'a DecisionFilter) -> Box<dyn Iterator<Item = &'a Decision> + 'a> {
-        let base: Box<dyn Iterator<Item = &'a Decision> + 'a> = match (&filter.ip, &filter.range) {
-            (Some(ip), _) => {
-                let mut v: Vec<&Decision> = self.book.containing(*ip).collect();
-                v.sort_by_key(|d| d.id);
-                Box::new(v.into_iter())
-            }
-            (None, Some(net)) => {
-                let mut v: Vec<&Decision> = self.book.containing_net(net).collect();
-                v.sort_by_key(|d| d.id);
-                Box::new(v.into_iter())
-            }
-            (None, None) => Box::new(self.book.iter_active()),
-        };
-        Box::new(base.filter(move |d| filter.admits(d)))
+    pub fn select(&self, filter: &DecisionFilter) -> Vec<Decision> {
+        select(&self.book.read(), filter)
     }
 
     /// Expires decisions whose time is up and forgets old tombstones.
     pub fn tick(&mut self, now: Timestamp) -> TickReport {
-        let expired = self.book.expire(now);
-        let purged = self.book.purge(now, self.policy.tombstone_retention);
+        let (expired, purged) = {
+            let mut book = self.book.write();
+            (book.expire(now), book.purge(now, self.policy.tombstone_retention))
+        };
         let purged_count = purged.len();
         self.changes.removed.extend(purged);
         let horizon = now.saturating_sub(self.policy.repeat_window);
@@ -406,6 +405,17 @@ impl DecisionEngine {
         let h = |r: std::ops::Range<usize>| -> String { b[r].iter().map(|x| format!("{x:02x}")).collect() };
         format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
     }
+}
+
+/// Active decisions of `book` that `filter` selects, by id.
+pub fn select(book: &DecisionBook, filter: &DecisionFilter) -> Vec<Decision> {
+    let mut out: Vec<Decision> = match (&filter.ip, &filter.range) {
+        (Some(ip), _) => book.containing(*ip).filter(|d| filter.admits(d)).cloned().collect(),
+        (None, Some(net)) => book.containing_net(net).filter(|d| filter.admits(d)).cloned().collect(),
+        (None, None) => return book.iter_active().filter(|d| filter.admits(d)).cloned().collect(),
+    };
+    out.sort_by_key(|d| d.id);
+    out
 }
 
 /// The canonical text of a target: a bare address for `Ip`, CIDR for `Range`.
