@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use palisade_actors::decision::{AllowlistConfig, ConfigError, DecisionConfig};
-use palisade_actors::ingest::IngestConfig;
+use palisade_actors::ingest::{FileSource, IngestConfig, StartAt};
 use palisade_actors::reputation::ReputationConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -40,12 +40,32 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("/var/lib/palisade"),
             hub_dir: None,
             log: LogConfig::default(),
-            ingest: IngestConfig::default(),
+            ingest: default_ingest(),
             decisions: DecisionConfig::default(),
             allowlist: AllowlistConfig::default(),
             reputation: ReputationConfig::default(),
             admin: AdminConfig::default(),
         }
+    }
+}
+
+/// The sources of a node configured with nothing else: the usual places of sshd,
+/// nginx and Apache logs on Debian, Ubuntu and RHEL-like systems.
+fn default_ingest() -> IngestConfig {
+    let files = |name: &str, paths: &[&str], log_type: &str| FileSource {
+        paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        log_type: log_type.to_owned(),
+        start_at: StartAt::End,
+        exclude: vec!["*.gz".to_owned()],
+        name: Some(name.to_owned()),
+    };
+    IngestConfig {
+        files: vec![
+            files("auth", &["/var/log/auth.log", "/var/log/secure"], "syslog"),
+            files("nginx", &["/var/log/nginx/*.log"], "nginx"),
+            files("apache", &["/var/log/apache2/*.log"], "apache"),
+        ],
+        ..IngestConfig::default()
     }
 }
 
@@ -133,7 +153,7 @@ impl NodeConfig {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError::new("log.level", format!("{:?} is not a log level or filter", self.log.level)));
         }
-        self.ingest.validate().map_err(|e| ConfigError::new("ingest", e.to_string()))?;
+        self.ingest.validate().map_err(|e| ConfigError::new(e.key, e.message))?;
         self.decisions.compile()?;
         self.allowlist.compile(&[])?;
         self.reputation.validate()?;
@@ -197,9 +217,31 @@ mod tests {
     }
 
     #[test]
-    fn example_config_is_complete_and_valid() {
+    fn example_config_is_valid_and_shows_the_defaults() {
         let text = include_str!("../../config.example.toml");
         let config = NodeConfig::parse(text, "config.example.toml").unwrap();
         config.validate().unwrap();
+        // The example shows the defaults, except for the labelled examples.
+        let mut defaults = NodeConfig::default();
+        defaults.ingest.files[0].name = Some("auth".into());
+        defaults.ingest.files[1].name = None;
+        defaults.ingest.files[2].name = None;
+        assert_eq!(config, defaults);
+    }
+
+    #[test]
+    fn example_config_documents_every_key() {
+        // Every key the example file sets or comments out is a real key: uncomment the
+        // examples and the file must still parse with `deny_unknown_fields`.
+        let text = include_str!("../../config.example.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") || rest.starts_with('[') => rest.split(" #").next().unwrap_or(rest),
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        NodeConfig::parse(&uncommented, "config.example.toml (examples uncommented)").unwrap();
     }
 }

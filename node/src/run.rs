@@ -118,7 +118,7 @@ pub fn run(config: NodeConfig) -> Result<()> {
         let stages = Stages { scenario, reputation, decisions: decisions.clone() };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (tx, rx) = mpsc::channel::<LineBatch>(config.ingest.channel_capacity());
+        let (tx, rx) = mpsc::channel::<LineBatch>(config.ingest.channel_capacity);
         let cursors = Arc::new(StoreCursors(store.clone()));
         let ingest = palisade_actors::ingest::spawn(&config.ingest, cursors, tx, shutdown_rx.clone())
             .context("starting log sources")?;
