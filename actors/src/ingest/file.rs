@@ -264,14 +264,16 @@ struct Ctx {
     shutdown: CancellationToken,
 }
 
-/// One `[[ingest.files]]` source. Build it with [`FileTailer::new`] and run it on a
-/// thread of its own with [`FileTailer::run_blocking`] ([`super::spawn`] does both).
+/// One `[[ingest.files]]` source. Build it with [`FileTailer::new`], call
+/// [`FileTailer::prepare`], and run it on a thread of its own with
+/// [`FileTailer::run_blocking`] ([`super::spawn`] does all three).
 pub struct FileTailer {
     cfg: FileSource,
     poll: Duration,
-    common: Common,
     cursors: Arc<dyn CursorStore>,
     stats: Arc<SourceStats>,
+    ctx: Ctx,
+    prepared: bool,
     exclude: GlobSet,
     tracked: BTreeMap<PathBuf, Tracked>,
     retired: Retired,
@@ -295,6 +297,8 @@ impl FileTailer {
         common: Common,
         cursors: Arc<dyn CursorStore>,
         stats: Arc<SourceStats>,
+        tx: Sender<LineBatch>,
+        shutdown: CancellationToken,
     ) -> Self {
         let mut b = GlobSetBuilder::new();
         for p in &cfg.exclude {
@@ -303,14 +307,46 @@ impl FileTailer {
             }
         }
         let exclude = b.build().unwrap_or_else(|_| GlobSet::empty());
-        FileTailer { cfg, poll, common, cursors, stats, exclude, tracked: BTreeMap::new(), retired: Retired::default() }
+        let ctx = Ctx {
+            name: stats.name.clone(),
+            log_type: Arc::from(cfg.log_type.as_str()),
+            common,
+            stats: stats.clone(),
+            tx,
+            shutdown,
+        };
+        FileTailer {
+            cfg,
+            poll,
+            cursors,
+            stats,
+            ctx,
+            prepared: false,
+            exclude,
+            tracked: BTreeMap::new(),
+            retired: Retired::default(),
+        }
+    }
+
+    /// Finds the files that exist now and opens them at their start position (saved
+    /// cursor, else `start_at`), without reading. Called before the source's thread
+    /// starts, so that every line appended after [`super::spawn`] returns is read.
+    /// Blocking (a few `stat`s and `open`s).
+    pub fn prepare(&mut self) {
+        if std::mem::replace(&mut self.prepared, true) {
+            return;
+        }
+        let _ = self.discover(true);
+        for (path, t) in &mut self.tracked {
+            ensure_open(&self.ctx, path, t, &self.retired);
+        }
     }
 
     /// Runs until `shutdown` fires or `tx`'s receiver is dropped. Blocks the calling
     /// thread (it builds its own current-thread runtime).
-    pub fn run_blocking(self, tx: Sender<LineBatch>, shutdown: CancellationToken) {
+    pub fn run_blocking(self) {
         match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(self.run(tx, shutdown)),
+            Ok(rt) => rt.block_on(self.run()),
             Err(e) => {
                 SourceStats::bump(&self.stats.read_errors);
                 warn!(source = %self.stats.name, error = %e, "file source cannot start its runtime");
@@ -318,17 +354,9 @@ impl FileTailer {
         }
     }
 
-    async fn run(mut self, tx: Sender<LineBatch>, shutdown: CancellationToken) {
-        let ctx = Ctx {
-            name: self.stats.name.clone(),
-            log_type: Arc::from(self.cfg.log_type.as_str()),
-            common: self.common,
-            stats: self.stats.clone(),
-            tx,
-            shutdown,
-        };
-        let mut watcher = Watcher::new(&ctx.name, self.watch_dirs());
-        let _ = self.discover(true);
+    async fn run(mut self) {
+        let mut watcher = Watcher::new(&self.ctx.name, self.watch_dirs());
+        self.prepare();
         let mut tick = tokio::time::interval(self.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate
@@ -343,18 +371,18 @@ impl FileTailer {
             };
             dirty.clear();
             for path in paths {
-                if ctx.shutdown.is_cancelled() {
+                if self.ctx.shutdown.is_cancelled() {
                     return;
                 }
                 let Some(t) = self.tracked.get_mut(&path) else { continue };
-                if !service(&ctx, &path, t, &mut self.retired, full).await {
+                if !service(&self.ctx, &path, t, &mut self.retired, full).await {
                     return;
                 }
             }
             full = false;
             tokio::select! {
                 biased;
-                () = ctx.shutdown.cancelled() => return,
+                () = self.ctx.shutdown.cancelled() => return,
                 wake = watcher.wait(&mut dirty) => {
                     if wake.discover {
                         dirty.extend(self.discover(false));
@@ -362,12 +390,12 @@ impl FileTailer {
                     all = wake.all;
                 }
                 _ = tick.tick() => {
-                    watcher.ensure_watches(&ctx.name);
+                    watcher.ensure_watches(&self.ctx.name);
                     let _ = self.discover(false);
                     (all, full) = (true, true);
                 }
             }
-            if ctx.tx.is_closed() {
+            if self.ctx.tx.is_closed() {
                 return;
             }
         }
@@ -463,22 +491,8 @@ impl FileTailer {
 async fn service(ctx: &Ctx, path: &Path, t: &mut Tracked, retired: &mut Retired, full: bool) -> bool {
     // A rotation leads to at most one more file; the bound only guards against churn.
     for _ in 0..4 {
-        if t.open.is_none() {
-            match open_path(ctx, path, t, retired) {
-                Ok(o) => {
-                    if t.warned.take().is_some() {
-                        info!(source = %ctx.name, path = %path.display(), "log file readable again");
-                    }
-                    debug!(source = %ctx.name, path = %path.display(), offset = o.splitter.pos(), "following");
-                    t.open = Some(o);
-                }
-                Err(e) => {
-                    if t.literal || e.kind() != io::ErrorKind::NotFound {
-                        warn_once(ctx, path, t, &e);
-                    }
-                    return true;
-                }
-            }
+        if !ensure_open(ctx, path, t, retired) {
+            return true;
         }
         let Some(o) = t.open.as_mut() else { return true };
         match drain(ctx, &t.key, &t.source, o).await {
@@ -534,6 +548,29 @@ async fn service(ctx: &Ctx, path: &Path, t: &mut Tracked, retired: &mut Retired,
         }
     }
     true
+}
+
+/// Opens `path` if it is not open; `false` when it cannot be (warned once).
+fn ensure_open(ctx: &Ctx, path: &Path, t: &mut Tracked, retired: &Retired) -> bool {
+    if t.open.is_some() {
+        return true;
+    }
+    match open_path(ctx, path, t, retired) {
+        Ok(o) => {
+            if t.warned.take().is_some() {
+                info!(source = %ctx.name, path = %path.display(), "log file readable again");
+            }
+            debug!(source = %ctx.name, path = %path.display(), offset = o.splitter.pos(), "following");
+            t.open = Some(o);
+            true
+        }
+        Err(e) => {
+            if t.literal || e.kind() != io::ErrorKind::NotFound {
+                warn_once(ctx, path, t, &e);
+            }
+            false
+        }
+    }
 }
 
 fn warn_once(ctx: &Ctx, path: &Path, t: &mut Tracked, e: &io::Error) {

@@ -212,13 +212,21 @@ pub fn spawn(
     for f in &config.files {
         let (stats, done) = handle.add(SourceStats::new(f.display_name(), SourceKind::File));
         let name = f.display_name();
-        let source = file::FileTailer::new(f.clone(), config.poll_interval, common, cursors.clone(), stats);
-        let (tx, shutdown) = (tx.clone(), shutdown.clone());
+        let mut source = file::FileTailer::new(
+            f.clone(),
+            config.poll_interval,
+            common,
+            cursors.clone(),
+            stats,
+            tx.clone(),
+            shutdown.clone(),
+        );
+        source.prepare();
         std::thread::Builder::new()
             .name(format!("ingest-file-{}", handle.stats.len()))
             .spawn(move || {
                 let _done = done;
-                source.run_blocking(tx, shutdown);
+                source.run_blocking();
             })
             .map_err(|source| IngestError::Thread { name, source })?;
     }
