@@ -113,7 +113,10 @@ async fn appends_and_partial_lines() {
     assert_eq!(run.lines(2).await, ["first", "second"]);
     let c = last_cursor(&run);
     assert_eq!(c.offset, 13, "checkpoint right after the last complete line");
-    assert_eq!(run.batches[0].checkpoint.as_ref().map(|c| c.key.as_str()), Some(&*format!("file:{}", path.display())));
+    assert_eq!(
+        run.batches[0].checkpoint.as_ref().map(|c| c.key.as_str()),
+        Some(&*format!("file:{}", path.display()))
+    );
     append(&path, b"tial\nthird\n");
     assert_eq!(run.lines(2).await, ["partial", "third"]);
     assert_eq!(last_cursor(&run).offset, fs::metadata(&path).expect("meta").len());
@@ -261,7 +264,8 @@ async fn a_rotated_file_matching_the_glob_is_not_read_twice() {
     let path = dir.path().join("app.log");
     write_numbered(&path, 0..3);
     let pattern = dir.path().join("*.log");
-    let mut run = Run::start(&file_config(&[&pattern], StartAt::Beginning), Arc::new(MemoryCursorStore::new()));
+    let mut run =
+        Run::start(&file_config(&[&pattern], StartAt::Beginning), Arc::new(MemoryCursorStore::new()));
     assert_eq!(run.lines(3).await, numbered(0..3));
     // dateext-style rotation: the old file keeps matching the glob.
     fs::rename(&path, dir.path().join("app-2024.log")).expect("rename");
@@ -306,7 +310,8 @@ async fn a_replaced_file_is_read_from_its_start_after_restart() {
     let path = dir.path().join("auth.log");
     write_numbered(&path, 0..5);
     let run = {
-        let mut run = Run::start(&file_config(&[&path], StartAt::Beginning), Arc::new(MemoryCursorStore::new()));
+        let mut run =
+            Run::start(&file_config(&[&path], StartAt::Beginning), Arc::new(MemoryCursorStore::new()));
         run.lines(5).await;
         run
     };
@@ -395,7 +400,8 @@ async fn backpressure_holds_reading_and_shutdown_is_prompt() {
     config.batch_lines = 100;
     let (tx, mut rx) = mpsc::channel(2);
     let shutdown = CancellationToken::new();
-    let handle = ingest::spawn(&config, Arc::new(MemoryCursorStore::new()), tx, shutdown.clone()).expect("spawn");
+    let handle =
+        ingest::spawn(&config, Arc::new(MemoryCursorStore::new()), tx, shutdown.clone()).expect("spawn");
     let first = tokio::time::timeout(WAIT, rx.recv()).await.expect("a batch").expect("open");
     assert_eq!(first.lines.len(), 100);
     // Nobody reads: the source is blocked on the full channel, not buffering the file.

@@ -40,7 +40,14 @@ async fn syslog_udp_datagrams_and_oversized_messages() {
     let (tx, mut rx) = mpsc::channel(8);
     let shutdown = CancellationToken::new();
     let stats = Arc::new(SourceStats::new("udp", SourceKind::SyslogUdp));
-    let task = tokio::spawn(syslog::run_udp(sock, syslog_cfg(), Common::default(), tx, shutdown.clone(), stats.clone()));
+    let task = tokio::spawn(syslog::run_udp(
+        sock,
+        syslog_cfg(),
+        Common::default(),
+        tx,
+        shutdown.clone(),
+        stats.clone(),
+    ));
     let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
     client.send_to(b"<13>Jan  1 00:00:00 host sshd[1]: hello\n", addr).await.expect("send");
     let b = tokio::time::timeout(WAIT, rx.recv()).await.expect("batch").expect("open");
@@ -56,13 +63,22 @@ async fn syslog_udp_datagrams_and_oversized_messages() {
     tokio::time::timeout(WAIT, task).await.expect("stops").expect("join");
 }
 
-async fn start_tcp(cfg: SyslogSource) -> (std::net::SocketAddr, mpsc::Receiver<LineBatch>, CancellationToken, Arc<SourceStats>, tokio::task::JoinHandle<()>) {
+async fn start_tcp(
+    cfg: SyslogSource,
+) -> (
+    std::net::SocketAddr,
+    mpsc::Receiver<LineBatch>,
+    CancellationToken,
+    Arc<SourceStats>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = mpsc::channel(64);
     let shutdown = CancellationToken::new();
     let stats = Arc::new(SourceStats::new("tcp", SourceKind::SyslogTcp));
-    let task = tokio::spawn(syslog::run_tcp(listener, cfg, Common::default(), tx, shutdown.clone(), stats.clone()));
+    let task =
+        tokio::spawn(syslog::run_tcp(listener, cfg, Common::default(), tx, shutdown.clone(), stats.clone()));
     (addr, rx, shutdown, stats, task)
 }
 
@@ -71,7 +87,8 @@ async fn syslog_tcp_both_framings_and_oversized_messages() {
     let (addr, mut rx, shutdown, stats, task) = start_tcp(syslog_cfg()).await;
     let mut c = TcpStream::connect(addr).await.expect("connect");
     let long = "y".repeat(100);
-    let stream = format!("<13>newline framed\n15 <13>octet\ncount<13>{long}\n104 <13>{long}<13>last, unterminated");
+    let stream =
+        format!("<13>newline framed\n15 <13>octet\ncount<13>{long}\n104 <13>{long}<13>last, unterminated");
     c.write_all(stream.as_bytes()).await.expect("write");
     c.shutdown().await.expect("close");
     let got = lines(&mut rx, 5).await;
@@ -104,7 +121,8 @@ async fn syslog_tcp_many_connections() {
         c.await.expect("client");
     }
     got.sort();
-    let mut want: Vec<String> = (0..40).flat_map(|c| (0..25).map(move |i| format!("<13>client {c} msg {i}"))).collect();
+    let mut want: Vec<String> =
+        (0..40).flat_map(|c| (0..25).map(move |i| format!("<13>client {c} msg {i}"))).collect();
     want.sort();
     assert_eq!(got, want);
     shutdown.cancel();
@@ -178,18 +196,22 @@ async fn spawn_binds_syslog_on_both_protocols() {
         ..IngestConfig::default()
     };
     let (tx, mut rx) = mpsc::channel(8);
-    let shutdown = CancellationToken::new();
-    let handle = ingest::spawn(&config, Arc::new(MemoryCursorStore::new()), tx, shutdown.clone()).expect("spawn");
+    // The node signals shutdown with a watch channel; a token works the same.
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let handle = ingest::spawn(&config, Arc::new(MemoryCursorStore::new()), tx, shutdown).expect("spawn");
+    assert_eq!(handle.source_count(), 2);
     let names: Vec<String> = handle.stats().iter().map(|s| s.name.clone()).collect();
-    let udp: std::net::SocketAddr = names[0].strip_prefix("syslog:udp:").expect("udp name").parse().expect("addr");
-    let tcp: std::net::SocketAddr = names[1].strip_prefix("syslog:tcp:").expect("tcp name").parse().expect("addr");
+    let udp: std::net::SocketAddr =
+        names[0].strip_prefix("syslog:udp:").expect("udp name").parse().expect("addr");
+    let tcp: std::net::SocketAddr =
+        names[1].strip_prefix("syslog:tcp:").expect("tcp name").parse().expect("addr");
     let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
     client.send_to(b"<13>over udp", udp).await.expect("send");
     assert_eq!(lines(&mut rx, 1).await, ["<13>over udp"]);
     let mut s = TcpStream::connect(tcp).await.expect("connect");
     s.write_all(b"<13>over tcp\n").await.expect("write");
     assert_eq!(lines(&mut rx, 1).await, ["<13>over tcp"]);
-    shutdown.cancel();
+    stop.send(true).expect("send");
     tokio::time::timeout(WAIT, handle.join()).await.expect("stops");
 }
 
@@ -232,7 +254,10 @@ async fn journald_resumes_from_cursor_renders_entries_and_restarts() {
         name: None,
     };
     let store = Arc::new(MemoryCursorStore::new());
-    store.save(&palisade_actors::event::Checkpoint { key: journald::checkpoint_key(&cfg), value: b"c0".to_vec() });
+    store.save(&palisade_actors::event::Checkpoint {
+        key: journald::checkpoint_key(&cfg),
+        value: b"c0".to_vec(),
+    });
     let config = IngestConfig { journald: vec![cfg], ..IngestConfig::default() };
     let (tx, mut rx) = mpsc::channel(8);
     let shutdown = CancellationToken::new();
@@ -249,12 +274,21 @@ async fn journald_resumes_from_cursor_renders_entries_and_restarts() {
     assert_eq!(got[2].0, "2024-05-01T10:00:02.000000+00:00 h sshd[7]: third");
     assert_eq!(got[0].1, "journald");
     let last = checkpoints.last().expect("checkpoint");
-    assert_eq!((last.key.as_str(), last.value.as_slice()), ("journald:_SYSTEMD_UNIT=ssh.service", &b"c3"[..]));
+    assert_eq!(
+        (last.key.as_str(), last.value.as_slice()),
+        ("journald:_SYSTEMD_UNIT=ssh.service", &b"c3"[..])
+    );
     let recorded = std::fs::read_to_string(&args).expect("args");
     let runs: Vec<&str> = recorded.lines().collect();
-    assert_eq!(runs[0], "--follow --output=json --no-pager --after-cursor=c0 --no-tail _SYSTEMD_UNIT=ssh.service");
+    assert_eq!(
+        runs[0],
+        "--follow --output=json --no-pager --after-cursor=c0 --no-tail _SYSTEMD_UNIT=ssh.service"
+    );
     // Restarted after the exit, from the last entry handed over.
-    assert_eq!(runs[1], "--follow --output=json --no-pager --after-cursor=c2 --no-tail _SYSTEMD_UNIT=ssh.service");
+    assert_eq!(
+        runs[1],
+        "--follow --output=json --no-pager --after-cursor=c2 --no-tail _SYSTEMD_UNIT=ssh.service"
+    );
     let stats = handle.stats()[0].snapshot();
     assert_eq!(stats.rotations, 1);
     assert!(stats.read_errors >= 2, "bad json and the exit are counted: {stats:?}");
@@ -275,7 +309,8 @@ async fn journald_missing_command_is_an_error_retried_not_a_crash() {
     let (tx, _rx) = mpsc::channel(8);
     let shutdown = CancellationToken::new();
     let config = IngestConfig { journald: vec![cfg], ..IngestConfig::default() };
-    let handle = ingest::spawn(&config, Arc::new(MemoryCursorStore::new()), tx, shutdown.clone()).expect("spawn");
+    let handle =
+        ingest::spawn(&config, Arc::new(MemoryCursorStore::new()), tx, shutdown.clone()).expect("spawn");
     let deadline = tokio::time::Instant::now() + WAIT;
     while handle.stats()[0].snapshot().read_errors == 0 {
         assert!(tokio::time::Instant::now() < deadline);

@@ -279,7 +279,10 @@ impl IngestConfig {
         for (i, s) in self.syslog.iter().enumerate() {
             let key = format!("ingest.syslog[{i}]");
             if s.listen.is_empty() {
-                return Err(err(format!("{key}.listen"), "list at least one address, e.g. \"127.0.0.1:514\""));
+                return Err(err(
+                    format!("{key}.listen"),
+                    "list at least one address, e.g. \"127.0.0.1:514\"",
+                ));
             }
             check_type(&format!("{key}.type"), &s.log_type)?;
             if !(16..=1024 * 1024).contains(&s.max_message_len) {
@@ -314,7 +317,10 @@ impl IngestConfig {
                 }
             }
             if !names.insert(format!("journald:{}", j.display_name())) {
-                return Err(err(format!("{key}.name"), "another journald source has the same name; set `name`"));
+                return Err(err(
+                    format!("{key}.name"),
+                    "another journald source has the same name; set `name`",
+                ));
             }
         }
         if let Some(s) = &self.stdin {

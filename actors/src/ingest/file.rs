@@ -281,7 +281,10 @@ pub struct FileTailer {
 
 impl std::fmt::Debug for FileTailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileTailer").field("name", &self.stats.name).field("tracked", &self.tracked.len()).finish()
+        f.debug_struct("FileTailer")
+            .field("name", &self.stats.name)
+            .field("tracked", &self.tracked.len())
+            .finish()
     }
 }
 
@@ -517,7 +520,9 @@ async fn service(ctx: &Ctx, path: &Path, t: &mut Tracked, retired: &mut Retired,
                 match drain(ctx, &t.key, &t.source, o).await {
                     Ok(true) => {}
                     Ok(false) => return false,
-                    Err(e) => debug!(source = %ctx.name, path = %path.display(), error = %e, "reading rotated file"),
+                    Err(e) => {
+                        debug!(source = %ctx.name, path = %path.display(), error = %e, "reading rotated file")
+                    }
                 }
                 if !flush(ctx, &t.key, &t.source, o).await {
                     return false;
@@ -664,7 +669,8 @@ fn path_state(path: &Path, o: &OpenFile, full: bool) -> io::Result<PathState> {
 
 /// Reads `o` to its end, sending batches as they fill and the rest at the end.
 async fn drain(ctx: &Ctx, key: &str, source: &Arc<str>, o: &mut OpenFile) -> io::Result<bool> {
-    let mut batcher = Batcher::new(source.clone(), ctx.log_type.clone(), ctx.common.batch_lines, ctx.stats.clone());
+    let mut batcher =
+        Batcher::new(source.clone(), ctx.log_type.clone(), ctx.common.batch_lines, ctx.stats.clone());
     let mut buf = vec![0u8; READ_CHUNK];
     let mut lines: Vec<SplitLine> = Vec::new();
     loop {
@@ -691,7 +697,8 @@ async fn drain(ctx: &Ctx, key: &str, source: &Arc<str>, o: &mut OpenFile) -> io:
 
 /// Emits `o`'s unfinished last line (rotation, truncation).
 async fn flush(ctx: &Ctx, key: &str, source: &Arc<str>, o: &mut OpenFile) -> bool {
-    let mut batcher = Batcher::new(source.clone(), ctx.log_type.clone(), ctx.common.batch_lines, ctx.stats.clone());
+    let mut batcher =
+        Batcher::new(source.clone(), ctx.log_type.clone(), ctx.common.batch_lines, ctx.stats.clone());
     let mut lines = Vec::new();
     o.splitter.flush(&mut lines);
     add_lines(key, o, &mut batcher, &mut lines);

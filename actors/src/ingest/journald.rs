@@ -126,7 +126,8 @@ fn field_text(v: &Value) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Array(items) if items.iter().all(Value::is_number) => {
-            let bytes: Vec<u8> = items.iter().filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect();
+            let bytes: Vec<u8> =
+                items.iter().filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect();
             Some(String::from_utf8_lossy(&bytes).into_owned())
         }
         Value::Array(items) => items.first().and_then(field_text),
@@ -319,7 +320,10 @@ mod tests {
             name: None,
         };
         assert_eq!(journalctl_args(&cfg, None)[3..], ["--lines=0", "_SYSTEMD_UNIT=ssh.service"]);
-        assert_eq!(journalctl_args(&cfg, Some("c"))[3..], ["--after-cursor=c", "--no-tail", "_SYSTEMD_UNIT=ssh.service"]);
+        assert_eq!(
+            journalctl_args(&cfg, Some("c"))[3..],
+            ["--after-cursor=c", "--no-tail", "_SYSTEMD_UNIT=ssh.service"]
+        );
         cfg.since = Some("-1h".into());
         assert_eq!(journalctl_args(&cfg, None)[3..5], ["--since=-1h", "--no-tail"]);
         assert_eq!(checkpoint_key(&cfg), "journald:_SYSTEMD_UNIT=ssh.service");

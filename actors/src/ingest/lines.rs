@@ -178,7 +178,15 @@ pub(crate) struct Batcher<P = u64> {
 
 impl<P> Batcher<P> {
     pub(crate) fn new(source: Arc<str>, log_type: Arc<str>, limit: usize, stats: Arc<SourceStats>) -> Self {
-        Batcher { source, log_type, limit: limit.max(1), stats, lines: Vec::new(), last_pos: None, ready: Vec::new() }
+        Batcher {
+            source,
+            log_type,
+            limit: limit.max(1),
+            stats,
+            lines: Vec::new(),
+            last_pos: None,
+            ready: Vec::new(),
+        }
     }
 
     /// Adds one line; `checkpoint` builds the position after it when a batch closes.

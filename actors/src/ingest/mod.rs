@@ -129,6 +129,11 @@ impl IngestHandle {
         &self.stats
     }
 
+    /// How many sources run (a syslog entry counts once per address and protocol).
+    pub fn source_count(&self) -> usize {
+        self.stats.len()
+    }
+
     /// Waits until every source has stopped (after the shutdown token fired, or on its
     /// own: stdin at EOF, every source when the receiver is dropped).
     pub async fn join(self) {
@@ -142,19 +147,65 @@ impl IngestHandle {
 /// Signals a source's end to [`IngestHandle::join`] when dropped, even on panic.
 pub(crate) struct DoneGuard(#[allow(dead_code)] oneshot::Sender<()>);
 
+/// What tells the sources to stop: a [`CancellationToken`], or a `watch::Receiver<bool>`
+/// that becomes `true` (or whose sender is dropped).
+#[derive(Debug)]
+pub enum Shutdown {
+    /// Cancelled to stop.
+    Token(CancellationToken),
+    /// Set to `true` to stop.
+    Watch(tokio::sync::watch::Receiver<bool>),
+}
+
+impl From<CancellationToken> for Shutdown {
+    fn from(t: CancellationToken) -> Self {
+        Shutdown::Token(t)
+    }
+}
+
+impl From<tokio::sync::watch::Receiver<bool>> for Shutdown {
+    fn from(w: tokio::sync::watch::Receiver<bool>) -> Self {
+        Shutdown::Watch(w)
+    }
+}
+
+impl Shutdown {
+    /// A token that fires with this signal (a small task bridges a watch channel).
+    fn into_token(self, rt: &tokio::runtime::Handle) -> CancellationToken {
+        match self {
+            Shutdown::Token(t) => t,
+            Shutdown::Watch(mut rx) => {
+                let token = CancellationToken::new();
+                let fire = token.clone();
+                rt.spawn(async move {
+                    tokio::select! {
+                        _ = rx.wait_for(|stop| *stop) => {}
+                        () = fire.cancelled() => {}
+                    }
+                    fire.cancel();
+                });
+                token
+            }
+        }
+    }
+}
+
 /// Starts every configured source. Must be called from inside a tokio runtime (any
-/// flavour): network sources become tasks on it, each file source gets a thread.
+/// flavour, actix's included): network sources become tasks on it, each file source
+/// gets a thread. Files that exist are opened before it returns (a few blocking
+/// `open`s), so every line appended after it returns is read.
 ///
-/// Sources stop when `shutdown` is cancelled (sending what they have already read, for
-/// at most a short grace period), or when `tx`'s receiver is dropped.
+/// Sources stop when `shutdown` fires (sending what they have already read, for at most
+/// a short grace period), or when `tx`'s receiver is dropped.
 pub fn spawn(
     config: &IngestConfig,
     cursors: Arc<dyn CursorStore>,
     tx: Sender<LineBatch>,
-    shutdown: CancellationToken,
+    shutdown: impl Into<Shutdown>,
 ) -> Result<IngestHandle, IngestError> {
     config.validate()?;
     let rt = tokio::runtime::Handle::try_current().map_err(|_| IngestError::NoRuntime)?;
+    let shutdown = shutdown.into().into_token(&rt);
     let mut handle = IngestHandle { stats: Vec::new(), done: Vec::new() };
     let common = Common { max_line_bytes: config.max_line_bytes, batch_lines: config.batch_lines };
 
@@ -179,9 +230,16 @@ pub fn spawn(
     }
     let _enter = rt.enter();
     for (cfg, sock) in udp {
-        let addr = sock.local_addr().map_err(|source| IngestError::Bind { proto: "udp", addr: cfg.listen[0], source })?;
-        let sock = tokio::net::UdpSocket::from_std(sock)
-            .map_err(|source| IngestError::Bind { proto: "udp", addr, source })?;
+        let addr = sock.local_addr().map_err(|source| IngestError::Bind {
+            proto: "udp",
+            addr: cfg.listen[0],
+            source,
+        })?;
+        let sock = tokio::net::UdpSocket::from_std(sock).map_err(|source| IngestError::Bind {
+            proto: "udp",
+            addr,
+            source,
+        })?;
         let (stats, done) = handle.add(SourceStats::new(format!("syslog:udp:{addr}"), SourceKind::SyslogUdp));
         let (tx, shutdown) = (tx.clone(), shutdown.clone());
         rt.spawn(async move {
@@ -190,9 +248,16 @@ pub fn spawn(
         });
     }
     for (cfg, l) in tcp {
-        let addr = l.local_addr().map_err(|source| IngestError::Bind { proto: "tcp", addr: cfg.listen[0], source })?;
-        let l = tokio::net::TcpListener::from_std(l)
-            .map_err(|source| IngestError::Bind { proto: "tcp", addr, source })?;
+        let addr = l.local_addr().map_err(|source| IngestError::Bind {
+            proto: "tcp",
+            addr: cfg.listen[0],
+            source,
+        })?;
+        let l = tokio::net::TcpListener::from_std(l).map_err(|source| IngestError::Bind {
+            proto: "tcp",
+            addr,
+            source,
+        })?;
         let (stats, done) = handle.add(SourceStats::new(format!("syslog:tcp:{addr}"), SourceKind::SyslogTcp));
         let (tx, shutdown) = (tx.clone(), shutdown.clone());
         rt.spawn(async move {
@@ -249,7 +314,6 @@ impl IngestHandle {
         self.done.push(done_rx);
         (stats, DoneGuard(done_tx))
     }
-
 }
 
 /// Limits every source shares.

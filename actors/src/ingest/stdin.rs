@@ -24,7 +24,8 @@ pub async fn run_reader<R: AsyncRead + Unpin>(
     stats: Arc<SourceStats>,
 ) {
     let ck = |_: &u64| None;
-    let mut batcher = Batcher::new(Arc::from("stdin"), Arc::from(log_type), common.batch_lines, stats.clone());
+    let mut batcher =
+        Batcher::new(Arc::from("stdin"), Arc::from(log_type), common.batch_lines, stats.clone());
     let mut splitter = LineSplitter::new(common.max_line_bytes, 0);
     let mut buf = vec![0u8; 64 * 1024];
     let mut lines = Vec::new();

@@ -47,7 +47,8 @@ pub async fn run_udp(
     // One byte more than allowed: a datagram that fills it was longer (the kernel cuts
     // datagrams to the buffer).
     let mut buf = vec![0u8; max + 1];
-    let mut batcher: Batcher<()> = Batcher::new(label, Arc::from(cfg.log_type.as_str()), common.batch_lines, stats.clone());
+    let mut batcher: Batcher<()> =
+        Batcher::new(label, Arc::from(cfg.log_type.as_str()), common.batch_lines, stats.clone());
     loop {
         let first = tokio::select! {
             biased;
@@ -406,11 +407,10 @@ mod tests {
 
     #[test]
     fn oversized_frames_are_cut() {
-        assert_eq!(frames(4, &[b"10 0123456789", b"abcdefgh\nok\n"]), vec![
-            ("0123".into(), true),
-            ("abcd".into(), true),
-            ("ok".into(), false)
-        ]);
+        assert_eq!(
+            frames(4, &[b"10 0123456789", b"abcdefgh\nok\n"]),
+            vec![("0123".into(), true), ("abcd".into(), true), ("ok".into(), false)]
+        );
     }
 
     #[test]
