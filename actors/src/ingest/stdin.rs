@@ -33,6 +33,7 @@ pub async fn run_reader<R: AsyncRead + Unpin>(
         let read = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
+            () = tx.closed() => break,
             r = reader.read(&mut buf) => r,
         };
         let eof = match read {

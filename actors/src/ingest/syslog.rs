@@ -53,6 +53,7 @@ pub async fn run_udp(
         let first = tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
+            () = tx.closed() => return,
             r = socket.recv_from(&mut buf) => r,
         };
         match first {
