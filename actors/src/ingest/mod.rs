@@ -21,7 +21,7 @@
 //!   small current-thread runtime (inotify, timers, shutdown); blocking reads only ever
 //!   block that thread. Syslog, journald and stdin are ordinary async tasks.
 //!
-//! The restart rules for files are in [`file`]; the cursor encodings in [`file::FileCursor`]
+//! The restart rules for files are in [`file`](mod@file); the cursor encodings in [`file::FileCursor`]
 //! and [`journald`].
 //!
 //! This module must never decide anything about the lines it reads, nor persist anything.
