@@ -10,7 +10,8 @@ use palisade_actors::pipeline::Pipeline;
 use palisade_proto::{Decision, Timestamp};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use palisade_actors::ingest::{LineSplitter, SplitLine};
+use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,74 +20,69 @@ use std::time::Instant;
 use crate::cli::{ExplainArgs, ReplayArgs};
 use crate::config::NodeConfig;
 
-/// Reads lines of at most `max` bytes: longer lines are cut (the rest skipped up to the
-/// newline) and counted, so a file without newlines never fills memory.
-pub struct BoundedLines<R> {
+/// Reads a stream in chunks and cuts it into lines with the same rules as the live
+/// sources (lines cut at `max` bytes, the rest skipped; invalid UTF-8 replaced), so a
+/// replay sees exactly the lines tailing would have seen.
+pub struct Lines<R> {
     reader: R,
-    max: usize,
-    buf: Vec<u8>,
+    splitter: LineSplitter,
+    ready: std::collections::VecDeque<SplitLine>,
+    chunk: Vec<u8>,
+    done: bool,
     /// Lines that were cut.
     pub cut: u64,
-    /// Bytes consumed so far.
+    /// Bytes read so far.
     pub consumed: u64,
 }
 
-impl<R: BufRead> BoundedLines<R> {
+impl<R: Read> Lines<R> {
     /// Lines of `reader`, cut at `max` bytes.
     pub fn new(reader: R, max: usize) -> Self {
-        BoundedLines { reader, max: max.max(1), buf: Vec::new(), cut: 0, consumed: 0 }
+        Lines {
+            reader,
+            splitter: LineSplitter::new(max, 0),
+            ready: std::collections::VecDeque::new(),
+            chunk: vec![0; 1 << 16],
+            done: false,
+            cut: 0,
+            consumed: 0,
+        }
     }
 
-    /// The next line (without its terminator), or `None` at the end.
+    /// The next line, or `None` at the end.
     pub fn next_line(&mut self) -> std::io::Result<Option<String>> {
-        self.buf.clear();
-        let mut skipping = false;
         loop {
-            let chunk = self.reader.fill_buf()?;
-            if chunk.is_empty() {
-                if self.buf.is_empty() && !skipping {
-                    return Ok(None);
-                }
-                break;
+            if let Some(line) = self.ready.pop_front() {
+                self.cut += u64::from(line.truncated);
+                return Ok(Some(line.text));
             }
-            let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
-                Some(i) => (i + 1, true),
-                None => (chunk.len(), false),
+            if self.done {
+                return Ok(None);
+            }
+            let n = match self.reader.read(&mut self.chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-            let content = if done { &chunk[..take - 1] } else { &chunk[..take] };
-            if !skipping {
-                let room = self.max - self.buf.len();
-                if content.len() > room {
-                    self.buf.extend_from_slice(&content[..room]);
-                    skipping = true;
-                    self.cut += 1;
-                } else {
-                    self.buf.extend_from_slice(content);
-                }
+            self.consumed += n as u64;
+            let mut out = Vec::new();
+            if n == 0 {
+                self.done = true;
+                self.splitter.flush(&mut out);
+            } else {
+                self.splitter.push(&self.chunk[..n], &mut out);
             }
-            self.reader.consume(take);
-            self.consumed += take as u64;
-            if done {
-                break;
-            }
+            self.ready.extend(out);
         }
-        if self.buf.last() == Some(&b'\r') {
-            self.buf.pop();
-        }
-        Ok(Some(match std::str::from_utf8(&self.buf) {
-            Ok(s) => s.to_owned(),
-            Err(_) => String::from_utf8_lossy(&self.buf).into_owned(),
-        }))
     }
 }
 
-fn open(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>)> {
+fn open(path: &Path) -> Result<Box<dyn Read>> {
     if path == Path::new("-") {
-        return Ok((Box::new(BufReader::with_capacity(1 << 16, std::io::stdin())), None));
+        return Ok(Box::new(std::io::stdin()));
     }
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let len = file.metadata().ok().map(|m| m.len());
-    Ok((Box::new(BufReader::with_capacity(1 << 16, file)) as Box<dyn BufRead>, len))
+    Ok(Box::new(file))
 }
 
 #[derive(Debug, Serialize)]
@@ -148,9 +144,9 @@ pub fn replay(config: &NodeConfig, args: &ReplayArgs) -> Result<ExitCode> {
     let mut base = 0u64;
     let mut out = Vec::new();
     for path in &args.files {
-        let (reader, _) = open(path)?;
+        let reader = open(path)?;
         let source: Arc<str> = Arc::from(path.display().to_string());
-        let mut lines = BoundedLines::new(reader, max_line);
+        let mut lines = Lines::new(reader, max_line);
         let mut n = 0u64;
         while let Some(text) = lines.next_line().with_context(|| format!("reading {}", path.display()))? {
             pipeline.process(RawLine { source: source.clone(), log_type: log_type.clone(), text, received_at }, &mut out);
@@ -263,8 +259,8 @@ pub fn replay(config: &NodeConfig, args: &ReplayArgs) -> Result<ExitCode> {
 pub fn explain(config: &NodeConfig, args: &ExplainArgs) -> Result<ExitCode> {
     let hub = crate::hub::load(config.hub_dir.as_deref())?;
     let path = args.file.clone().unwrap_or_else(|| "-".into());
-    let (reader, _) = open(&path)?;
-    let mut lines = BoundedLines::new(reader, config.ingest.max_line_bytes);
+    let reader = open(&path)?;
+    let mut lines = Lines::new(reader, config.ingest.max_line_bytes);
     let log_type: Arc<str> = Arc::from(args.log_type.label());
     let source: Arc<str> = Arc::from(path.display().to_string());
     let stdout = std::io::stdout();
@@ -284,30 +280,25 @@ pub fn explain(config: &NodeConfig, args: &ExplainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads everything from `r` (for tests of the line reader).
-#[cfg(test)]
-fn read_all<R: Read>(r: R, max: usize) -> (Vec<String>, u64) {
-    let mut lines = BoundedLines::new(BufReader::with_capacity(7, r), max);
-    let mut out = Vec::new();
-    while let Some(l) = lines.next_line().unwrap() {
-        out.push(l);
-    }
-    (out, lines.cut)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn read_all(input: &[u8], max: usize) -> (Vec<String>, u64) {
+        let mut lines = Lines::new(input, max);
+        let mut out = Vec::new();
+        while let Some(l) = lines.next_line().unwrap() {
+            out.push(l);
+        }
+        (out, lines.cut)
+    }
+
     #[test]
-    fn bounded_lines_cut_and_recover() {
+    fn lines_are_cut_like_the_live_sources_cut_them() {
         let input = b"short\r\nthis line is far too long\nok\n\xff\xfebin\nlast-without-newline";
         let (lines, cut) = read_all(&input[..], 10);
         assert_eq!(lines, vec!["short", "this line ", "ok", "\u{fffd}\u{fffd}bin", "last-witho"]);
         assert_eq!(cut, 2);
-        let (lines, cut) = read_all(&b""[..], 10);
-        assert!(lines.is_empty() && cut == 0);
-        let (lines, _) = read_all(&b"\n\n"[..], 10);
-        assert_eq!(lines, vec!["", ""]);
+        assert_eq!(read_all(b"", 10), (vec![], 0));
     }
 }

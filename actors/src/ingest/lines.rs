@@ -28,7 +28,7 @@ pub(crate) struct SplitLine {
 
 /// Cuts a stream into lines of at most `max` bytes.
 #[derive(Debug)]
-pub(crate) struct LineSplitter {
+pub struct LineSplitter {
     max: usize,
     /// Bytes of the line in progress, never more than `max`.
     buf: Vec<u8>,
@@ -42,7 +42,7 @@ pub(crate) struct LineSplitter {
 
 impl LineSplitter {
     /// A splitter for a stream whose next byte is at offset `pos`.
-    pub(crate) fn new(max: usize, pos: u64) -> Self {
+    pub fn new(max: usize, pos: u64) -> Self {
         LineSplitter { max: max.max(1), buf: Vec::new(), discarding: false, pos, committed: pos }
     }
 
@@ -71,7 +71,7 @@ impl LineSplitter {
 
     /// Feeds `data`; every line it completes goes to `out`. Empty lines are consumed
     /// (they advance the offset) but not emitted: no parser wants them.
-    pub(crate) fn push(&mut self, data: &[u8], out: &mut Vec<SplitLine>) {
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<SplitLine>) {
         let mut rest = data;
         while !rest.is_empty() {
             match memchr::memchr(b'\n', rest) {
@@ -95,7 +95,7 @@ impl LineSplitter {
     }
 
     /// Ends the line in progress as if a newline followed (end of stream, rotation).
-    pub(crate) fn flush(&mut self, out: &mut Vec<SplitLine>) {
+    pub fn flush(&mut self, out: &mut Vec<SplitLine>) {
         if self.buf.is_empty() && !self.discarding {
             self.committed = self.pos;
             return;
@@ -177,7 +177,7 @@ pub(crate) struct Batcher<P = u64> {
 }
 
 impl<P> Batcher<P> {
-    pub(crate) fn new(source: Arc<str>, log_type: Arc<str>, limit: usize, stats: Arc<SourceStats>) -> Self {
+    pub fn new(source: Arc<str>, log_type: Arc<str>, limit: usize, stats: Arc<SourceStats>) -> Self {
         Batcher {
             source,
             log_type,

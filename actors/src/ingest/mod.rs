@@ -37,6 +37,7 @@ pub mod syslog;
 pub use config::{
     ConfigError, FileSource, IngestConfig, JournaldSource, StartAt, StdinSource, SyslogProtocol, SyslogSource,
 };
+pub use lines::{LineSplitter, SplitLine};
 pub use stats::{SourceKind, SourceStats, StatsSnapshot};
 
 use crate::event::{Checkpoint, LineBatch};
