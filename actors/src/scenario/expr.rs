@@ -282,7 +282,7 @@ impl Expr {
     /// Parses, checks and lowers `source`. Errors are messages for the caller to place.
     pub(crate) fn compile(source: &str, data: &mut DataLists, refs: &mut FieldRefs) -> Result<Expr, LoadErr> {
         let parsed = catch_unwind(|| cel_parser::Parser::default().parse(source))
-            .map_err(|_| LoadErr::Message(format!("CEL parser failed on `{source}`")))?;
+            .map_err(|_| LoadErr::Message(format!("invalid CEL `{source}`: incomplete or malformed expression")))?;
         let mut ast = parsed.map_err(|e| LoadErr::Message(format!("invalid CEL `{source}`: {e}")))?;
         let mut scope = Vec::new();
         check(&ast, &mut scope, data, refs)?;
