@@ -88,7 +88,7 @@ impl Scenarios {
                 if let Some(first) = seen.get(&sc.info.name) {
                     return Err(HubError::new(
                         &file.path,
-                        spec::name_line(&file.text, &sc.info.name),
+                        Some(sc.name_line),
                         format!("duplicate scenario name `{}` (already defined in {first})", sc.info.name),
                     ));
                 }

@@ -108,6 +108,8 @@ pub(crate) struct Scenario {
     pub(crate) remediation: Option<Remediation>,
     pub(crate) confidence: u8,
     pub(crate) labels: Arc<BTreeMap<String, String>>,
+    /// The line of its `name:` key, for duplicate-name errors.
+    pub(crate) name_line: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,15 +395,6 @@ fn compile(
         remediation,
         confidence,
         labels: Arc::new(labels),
+        name_line: key_line(doc, "name"),
     })
-}
-
-/// Where a scenario named `name` is defined (for duplicate-name errors).
-pub(crate) fn name_line(text: &str, name: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        l.strip_prefix("name:")
-            .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'') == name)
-            .unwrap_or(false)
-    })
-    .map(|i| i + 1)
 }
