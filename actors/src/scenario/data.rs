@@ -9,6 +9,7 @@
 use crate::hub::{HubError, HubFile};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::RegexSet;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -174,9 +175,9 @@ impl From<String> for LoadErr {
 
 /// Percent-decodes `s` (`%2e` -> `.`, `+` -> space), leaving malformed escapes as they
 /// are; invalid UTF-8 in the result is replaced. Used by `url_decode()` in filters.
-pub(crate) fn url_decode(s: &str) -> String {
+pub(crate) fn url_decode(s: &str) -> Cow<'_, str> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
-        return s.to_owned();
+        return Cow::Borrowed(s);
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -205,7 +206,7 @@ pub(crate) fn url_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn hex(b: u8) -> Option<u8> {

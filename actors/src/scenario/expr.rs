@@ -55,6 +55,15 @@ impl Val<'_> {
         }
     }
 
+    /// The value as a bucket key, without copying a string.
+    pub(crate) fn as_key(&self) -> Cow<'_, str> {
+        match self {
+            Val::Str(s) => Cow::Borrowed(s.as_ref()),
+            Val::Int(i) => Cow::Owned(i.to_string()),
+            Val::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        }
+    }
+
     /// The value as a bucket key (`groupby`, `distinct`).
     pub(crate) fn into_key(self) -> String {
         match self {
@@ -246,7 +255,10 @@ impl Node {
                 _ => return Err(EvalError),
             },
             Node::Data(a, m) => Val::Bool(m.is_match(&s_arg(a.eval(ev))?)),
-            Node::UrlDecode(a) => Val::Str(Cow::Owned(url_decode(&s_arg(a.eval(ev))?))),
+            Node::UrlDecode(a) => match s_arg(a.eval(ev))? {
+                Cow::Borrowed(s) => Val::Str(url_decode(s)),
+                Cow::Owned(s) => Val::Str(Cow::Owned(url_decode(&s).into_owned())),
+            },
             Node::Lower(a) => Val::Str(Cow::Owned(s_arg(a.eval(ev))?.to_lowercase())),
         })
     }
@@ -699,7 +711,7 @@ pub(crate) fn root_context(matchers: Arc<HashMap<(String, MatchKindFn), Arc<Matc
             }
         });
     }
-    ctx.add_function("url_decode", |v: Arc<String>| -> String { url_decode(&v) });
+    ctx.add_function("url_decode", |v: Arc<String>| -> String { url_decode(&v).into_owned() });
     ctx.add_function("lower", |v: Arc<String>| -> String { v.to_lowercase() });
     ctx
 }

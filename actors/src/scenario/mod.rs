@@ -278,6 +278,7 @@ impl Buckets {
         let mut cands = std::mem::take(&mut self.scratch);
         scenarios.candidates(event, &mut cands);
         let mut cel = CelScope::new(&scenarios.cel_root, &scenarios.refs);
+        let mut memo: Vec<(&str, expr::Val<'_>)> = Vec::new();
         for &i in &cands {
             let sc = &scenarios.list[i as usize];
             match sc.filter.eval(event, &mut cel) {
@@ -288,24 +289,31 @@ impl Buckets {
                     continue;
                 }
             }
-            let key = match sc.groupby.eval(event, &mut cel) {
-                Ok(v) => v,
-                Err(_) => {
-                    self.stats[i as usize].eval_errors += 1;
-                    continue;
-                }
-            };
-            let distinct = match &sc.distinct {
-                None => None,
-                Some(d) => match d.eval(event, &mut cel) {
-                    Ok(v) => Some(self.hasher.hash_one(v.into_key())),
+            // Scenarios of one service usually share their groupby: evaluate it once.
+            let key = match memo.iter().position(|(src, _)| *src == sc.groupby.source.as_str()) {
+                Some(p) => p,
+                None => match sc.groupby.eval(event, &mut cel) {
+                    Ok(v) => {
+                        memo.push((sc.groupby.source.as_str(), v));
+                        memo.len() - 1
+                    }
                     Err(_) => {
                         self.stats[i as usize].eval_errors += 1;
                         continue;
                     }
                 },
             };
-            self.pour_one(sc, i, &key.into_key(), distinct, event, t, out);
+            let distinct = match &sc.distinct {
+                None => None,
+                Some(d) => match d.eval(event, &mut cel) {
+                    Ok(v) => Some(self.hasher.hash_one(v.as_key().as_ref())),
+                    Err(_) => {
+                        self.stats[i as usize].eval_errors += 1;
+                        continue;
+                    }
+                },
+            };
+            self.pour_one(sc, i, &memo[key].1.as_key(), distinct, event, t, out);
         }
         self.scratch = cands;
     }
