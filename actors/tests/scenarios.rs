@@ -19,18 +19,26 @@ fn hub_files() -> Vec<HubFile> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hub");
     let mut files = Vec::new();
     for dir in ["scenarios", "data"] {
-        let mut entries: Vec<_> = std::fs::read_dir(root.join(dir)).expect("hub dir").flatten().collect();
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(dir))
+            .expect("hub dir")
+            .flatten()
+            .collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let text = std::fs::read_to_string(e.path()).expect("read");
-            files.push(HubFile { path: format!("{dir}/{}", e.file_name().to_string_lossy()), text });
+            files.push(HubFile {
+                path: format!("{dir}/{}", e.file_name().to_string_lossy()),
+                text,
+            });
         }
     }
     files
 }
 
 fn engine() -> Buckets {
-    Buckets::new(Arc::new(Scenarios::load(&hub_files()).expect("shipped scenarios load")))
+    Buckets::new(Arc::new(
+        Scenarios::load(&hub_files()).expect("shipped scenarios load"),
+    ))
 }
 
 fn ev(t_ms: i64, meta: &[(&str, &str)], parsed: &[(&str, &str)]) -> Event {
@@ -47,15 +55,31 @@ fn ev(t_ms: i64, meta: &[(&str, &str)], parsed: &[(&str, &str)]) -> Event {
         meta: m,
         parsed: p,
         parser: Arc::from("test"),
-        line: RawLine { source: Arc::from("test"), log_type: Arc::from("test"), text: String::new(), received_at: Timestamp(t_ms) },
+        line: RawLine {
+            source: Arc::from("test"),
+            log_type: Arc::from("test"),
+            text: String::new(),
+            received_at: Timestamp(t_ms),
+        },
     }
 }
 
 fn ssh(t_ms: i64, ip: &str, log_type: &str, user: &str) -> Event {
-    ev(t_ms, &[("log_type", log_type), ("service", "ssh"), ("source_ip", ip), ("target_user", user)], &[("program", "sshd")])
+    ev(
+        t_ms,
+        &[
+            ("log_type", log_type),
+            ("service", "ssh"),
+            ("source_ip", ip),
+            ("target_user", user),
+        ],
+        &[("program", "sshd")],
+    )
 }
 
-const STATIC_EXT: &[&str] = &[".css", ".js", ".png", ".jpg", ".svg", ".webp", ".woff2", ".ico", ".gif"];
+const STATIC_EXT: &[&str] = &[
+    ".css", ".js", ".png", ".jpg", ".svg", ".webp", ".woff2", ".ico", ".gif",
+];
 
 fn http_full(t_ms: i64, ip: &str, verb: &str, path: &str, status: u16, ua: &str) -> Event {
     let no_query = path.split('?').next().unwrap_or("");
@@ -76,7 +100,12 @@ fn http_full(t_ms: i64, ip: &str, verb: &str, path: &str, status: u16, ua: &str)
             ("http_user_agent", ua),
             ("target_fqdn", ""),
         ],
-        &[("file_name", file), ("file_ext", ext), ("static_ressource", if is_static { "true" } else { "false" }), ("http_args", args)],
+        &[
+            ("file_name", file),
+            ("file_ext", ext),
+            ("static_ressource", if is_static { "true" } else { "false" }),
+            ("http_args", args),
+        ],
     )
 }
 
@@ -100,7 +129,11 @@ fn fired(out: &[Overflow]) -> BTreeSet<String> {
 
 fn assert_fires(evs: &[Event], scenario: &str) {
     let out = run(evs);
-    assert!(fired(&out).contains(scenario), "{scenario} did not fire; fired: {:?}", fired(&out));
+    assert!(
+        fired(&out).contains(scenario),
+        "{scenario} did not fire; fired: {:?}",
+        fired(&out)
+    );
 }
 
 fn assert_quiet(evs: &[Event]) {
@@ -110,13 +143,20 @@ fn assert_quiet(evs: &[Event]) {
 
 #[test]
 fn ssh_bf_fires_on_fast_failures_not_on_near_miss() {
-    let evs: Vec<Event> = (0..8).map(|i| ssh(i * 1500, "203.0.113.5", "ssh_failed-auth", "root")).collect();
+    let evs: Vec<Event> = (0..8)
+        .map(|i| ssh(i * 1500, "203.0.113.5", "ssh_failed-auth", "root"))
+        .collect();
     assert_fires(&evs, "palisade/ssh-bf");
     // A user who mistypes 3 times, then logs in; twice in the day.
     let mut evs = Vec::new();
     for base in [0, 3 * 3_600_000] {
         for i in 0..3 {
-            evs.push(ssh(base + i * 5000, "198.51.100.7", "ssh_failed-auth", "alice"));
+            evs.push(ssh(
+                base + i * 5000,
+                "198.51.100.7",
+                "ssh_failed-auth",
+                "alice",
+            ));
         }
         evs.push(ssh(base + 20_000, "198.51.100.7", "ssh_success", "alice"));
     }
@@ -125,69 +165,154 @@ fn ssh_bf_fires_on_fast_failures_not_on_near_miss() {
 
 #[test]
 fn ssh_slow_bf_fires_on_one_failure_every_few_minutes() {
-    let evs: Vec<Event> = (0..30).map(|i| ssh(i * 200_000, "203.0.113.6", "ssh_failed-auth", "root")).collect();
+    let evs: Vec<Event> = (0..30)
+        .map(|i| ssh(i * 200_000, "203.0.113.6", "ssh_failed-auth", "root"))
+        .collect();
     let out = run(&evs);
-    assert!(fired(&out).contains("palisade/ssh-slow-bf"), "{:?}", fired(&out));
+    assert!(
+        fired(&out).contains("palisade/ssh-slow-bf"),
+        "{:?}",
+        fired(&out)
+    );
     assert!(!fired(&out).contains("palisade/ssh-bf"));
 }
 
 #[test]
 fn ssh_user_enum_fires_on_distinct_users() {
-    let users = ["admin", "test", "oracle", "postgres", "git", "pi", "guest", "ubuntu"];
-    let evs: Vec<Event> =
-        users.iter().enumerate().map(|(i, u)| ssh(i as i64 * 12_000, "203.0.113.7", "ssh_failed-auth", u)).collect();
+    let users = [
+        "admin", "test", "oracle", "postgres", "git", "pi", "guest", "ubuntu",
+    ];
+    let evs: Vec<Event> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| ssh(i as i64 * 12_000, "203.0.113.7", "ssh_failed-auth", u))
+        .collect();
     let out = run(&evs);
-    assert!(fired(&out).contains("palisade/ssh-user-enum"), "{:?}", fired(&out));
+    assert!(
+        fired(&out).contains("palisade/ssh-user-enum"),
+        "{:?}",
+        fired(&out)
+    );
     // The same user over and over is not enumeration.
-    let evs: Vec<Event> = (0..5).map(|i| ssh(i * 12_000, "203.0.113.8", "ssh_failed-auth", "root")).collect();
+    let evs: Vec<Event> = (0..5)
+        .map(|i| ssh(i * 12_000, "203.0.113.8", "ssh_failed-auth", "root"))
+        .collect();
     assert!(!fired(&run(&evs)).contains("palisade/ssh-user-enum"));
 }
 
 #[test]
 fn ssh_preauth_flood_fires_on_floods_not_on_monitors() {
-    let evs: Vec<Event> = (0..300).map(|i| ssh(i * 20, "203.0.113.9", "ssh_preauth", "")).collect();
+    let evs: Vec<Event> = (0..300)
+        .map(|i| ssh(i * 20, "203.0.113.9", "ssh_preauth", ""))
+        .collect();
     assert_fires(&evs, "palisade/ssh-preauth-flood");
     // A monitor that connects every second all day.
-    let evs: Vec<Event> = (0..20_000).map(|i| ssh(i * 1000, "198.51.100.9", "ssh_preauth", "")).collect();
+    let evs: Vec<Event> = (0..20_000)
+        .map(|i| ssh(i * 1000, "198.51.100.9", "ssh_preauth", ""))
+        .collect();
     assert_quiet(&evs);
 }
 
 #[test]
 fn http_probing_fires_on_scanners() {
-    let paths = ["/wp-login.php", "/.env", "/phpmyadmin/", "/admin/", "/xmlrpc.php", "/.git/config", "/config.json",
-        "/backup.zip", "/test.php", "/cgi-bin/luci", "/actuator/env", "/owa/", "/solr/"];
+    let paths = [
+        "/wp-login.php",
+        "/.env",
+        "/phpmyadmin/",
+        "/admin/",
+        "/xmlrpc.php",
+        "/.git/config",
+        "/config.json",
+        "/backup.zip",
+        "/test.php",
+        "/cgi-bin/luci",
+        "/actuator/env",
+        "/owa/",
+        "/solr/",
+    ];
     let evs: Vec<Event> = paths
         .iter()
         .enumerate()
-        .map(|(i, p)| http_full(i as i64 * 700, "203.0.113.10", "GET", p, 404, "python-requests/2.31.0"))
+        .map(|(i, p)| {
+            http_full(
+                i as i64 * 700,
+                "203.0.113.10",
+                "GET",
+                p,
+                404,
+                "python-requests/2.31.0",
+            )
+        })
         .collect();
     assert_fires(&evs, "palisade/http-probing");
 }
 
 #[test]
 fn http_slow_probing_fires_on_low_and_slow_scanners() {
-    let paths = ["/wp-login.php", "/.env", "/phpmyadmin/", "/xmlrpc.php", "/.git/config", "/admin.php", "/server-status",
-        "/cgi-bin/test.cgi", "/actuator/health", "/pma/"];
+    let paths = [
+        "/wp-login.php",
+        "/.env",
+        "/phpmyadmin/",
+        "/xmlrpc.php",
+        "/.git/config",
+        "/admin.php",
+        "/server-status",
+        "/cgi-bin/test.cgi",
+        "/actuator/health",
+        "/pma/",
+    ];
     let evs: Vec<Event> = paths
         .iter()
         .enumerate()
-        .map(|(i, p)| http_full(i as i64 * 300_000, "203.0.113.11", "GET", p, 404, "curl/7.88.1"))
+        .map(|(i, p)| {
+            http_full(
+                i as i64 * 300_000,
+                "203.0.113.11",
+                "GET",
+                p,
+                404,
+                "curl/7.88.1",
+            )
+        })
         .collect();
     assert_fires(&evs, "palisade/http-probing-slow");
 }
 
 #[test]
 fn http_sensitive_files_and_backdoors() {
-    let evs: Vec<Event> = ["/.env", "/.git/config", "/wp-config.php.bak", "/.aws/credentials"]
-        .iter()
-        .enumerate()
-        .map(|(i, p)| http_full(i as i64 * 2000, "203.0.113.12", "GET", p, 404, "Go-http-client/1.1"))
-        .collect();
+    let evs: Vec<Event> = [
+        "/.env",
+        "/.git/config",
+        "/wp-config.php.bak",
+        "/.aws/credentials",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, p)| {
+        http_full(
+            i as i64 * 2000,
+            "203.0.113.12",
+            "GET",
+            p,
+            404,
+            "Go-http-client/1.1",
+        )
+    })
+    .collect();
     assert_fires(&evs, "palisade/http-sensitive-files");
     let evs: Vec<Event> = ["/shell.php", "/wso.php", "/c99.php"]
         .iter()
         .enumerate()
-        .map(|(i, p)| http_full(i as i64 * 2000, "203.0.113.13", "GET", p, 404, "Go-http-client/1.1"))
+        .map(|(i, p)| {
+            http_full(
+                i as i64 * 2000,
+                "203.0.113.13",
+                "GET",
+                p,
+                404,
+                "Go-http-client/1.1",
+            )
+        })
         .collect();
     assert_fires(&evs, "palisade/http-backdoor-probing");
 }
@@ -206,7 +331,12 @@ fn http_bad_user_agents() {
         let out = run(&[http_full(0, "203.0.113.14", "GET", "/", 200, ua)]);
         assert!(fired(&out).contains("palisade/http-bad-user-agent"), "{ua}");
     }
-    for ua in [BROWSER, "curl/8.5.0", "okhttp/4.12.0", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"] {
+    for ua in [
+        BROWSER,
+        "curl/8.5.0",
+        "okhttp/4.12.0",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    ] {
         assert_quiet(&[http_full(0, "198.51.100.14", "GET", "/", 200, ua)]);
     }
 }
@@ -216,12 +346,21 @@ fn http_malformed_requests() {
     let garbage = |t, ip: &str| {
         ev(
             t,
-            &[("log_type", "http_access-log"), ("service", "http"), ("source_ip", ip), ("http_status", "400"),
-                ("http_path", "\\x16\\x03\\x01\\x00\\xA5"), ("target_fqdn", "")],
+            &[
+                ("log_type", "http_access-log"),
+                ("service", "http"),
+                ("source_ip", ip),
+                ("http_status", "400"),
+                ("http_path", "\\x16\\x03\\x01\\x00\\xA5"),
+                ("target_fqdn", ""),
+            ],
             &[],
         )
     };
-    assert_fires(&[garbage(0, "203.0.113.15"), garbage(60_000, "203.0.113.15")], "palisade/http-malformed-requests");
+    assert_fires(
+        &[garbage(0, "203.0.113.15"), garbage(60_000, "203.0.113.15")],
+        "palisade/http-malformed-requests",
+    );
     assert_quiet(&[garbage(0, "198.51.100.15")]);
 }
 
@@ -232,46 +371,109 @@ fn http_injection_probes() {
         "/search?q=tent%20UNION%20ALL%20SELECT%20NULL%2CNULL--%20-",
         "/search?q=tent%20AND%20SLEEP%285%29",
     ];
-    let evs: Vec<Event> =
-        sqli.iter().enumerate().map(|(i, p)| http_full(i as i64 * 300, "203.0.113.16", "GET", p, 200, BROWSER)).collect();
-    assert_fires(&evs, "palisade/http-sqli-probing");
-    let xss = ["/search?q=%3Cscript%3Ealert(1)%3C/script%3E", "/search?q=%22%3E%3Csvg%20onload%3Dalert(1)%3E"];
-    let evs: Vec<Event> =
-        xss.iter().enumerate().map(|(i, p)| http_full(i as i64 * 300, "203.0.113.17", "GET", p, 200, BROWSER)).collect();
-    assert_fires(&evs, "palisade/http-xss-probing");
-    let trav = ["/static/../../../../etc/passwd", "/cgi-bin/.%2e/.%2e/.%2e/bin/sh", "/download?file=%252e%252e%252fetc%252fpasswd"];
-    let evs: Vec<Event> =
-        trav.iter().enumerate().map(|(i, p)| http_full(i as i64 * 300, "203.0.113.18", "GET", p, 404, BROWSER)).collect();
-    assert_fires(&evs, "palisade/http-path-traversal");
-    // Ordinary searches are not injections.
-    let evs: Vec<Event> = ["/search?q=2+person+tent", "/search?q=down+jacket", "/search?q=boots+size+44", "/category/tents?page=2",
-        "/search?q=select+a+stove", "/search?q=union+jack+flag"]
+    let evs: Vec<Event> = sqli
         .iter()
         .enumerate()
-        .map(|(i, p)| http_full(i as i64 * 300, "198.51.100.18", "GET", p, 200, BROWSER))
+        .map(|(i, p)| http_full(i as i64 * 300, "203.0.113.16", "GET", p, 200, BROWSER))
         .collect();
+    assert_fires(&evs, "palisade/http-sqli-probing");
+    let xss = [
+        "/search?q=%3Cscript%3Ealert(1)%3C/script%3E",
+        "/search?q=%22%3E%3Csvg%20onload%3Dalert(1)%3E",
+    ];
+    let evs: Vec<Event> = xss
+        .iter()
+        .enumerate()
+        .map(|(i, p)| http_full(i as i64 * 300, "203.0.113.17", "GET", p, 200, BROWSER))
+        .collect();
+    assert_fires(&evs, "palisade/http-xss-probing");
+    let trav = [
+        "/static/../../../../etc/passwd",
+        "/cgi-bin/.%2e/.%2e/.%2e/bin/sh",
+        "/download?file=%252e%252e%252fetc%252fpasswd",
+    ];
+    let evs: Vec<Event> = trav
+        .iter()
+        .enumerate()
+        .map(|(i, p)| http_full(i as i64 * 300, "203.0.113.18", "GET", p, 404, BROWSER))
+        .collect();
+    assert_fires(&evs, "palisade/http-path-traversal");
+    // Ordinary searches are not injections.
+    let evs: Vec<Event> = [
+        "/search?q=2+person+tent",
+        "/search?q=down+jacket",
+        "/search?q=boots+size+44",
+        "/category/tents?page=2",
+        "/search?q=select+a+stove",
+        "/search?q=union+jack+flag",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, p)| http_full(i as i64 * 300, "198.51.100.18", "GET", p, 200, BROWSER))
+    .collect();
     assert_quiet(&evs);
 }
 
 #[test]
 fn http_login_bruteforce() {
-    let evs: Vec<Event> =
-        (0..15).map(|i| http_full(i * 2000, "203.0.113.19", "POST", "/wp-login.php", 200, BROWSER)).collect();
+    let evs: Vec<Event> = (0..15)
+        .map(|i| {
+            http_full(
+                i * 2000,
+                "203.0.113.19",
+                "POST",
+                "/wp-login.php",
+                200,
+                BROWSER,
+            )
+        })
+        .collect();
     assert_fires(&evs, "palisade/http-login-bf");
     let evs: Vec<Event> = (0..8)
-        .map(|i| ev(i * 3000, &[("log_type", "http_error-log"), ("service", "http"), ("source_ip", "203.0.113.20"), ("sub_type", "auth_fail")], &[]))
+        .map(|i| {
+            ev(
+                i * 3000,
+                &[
+                    ("log_type", "http_error-log"),
+                    ("service", "http"),
+                    ("source_ip", "203.0.113.20"),
+                    ("sub_type", "auth_fail"),
+                ],
+                &[],
+            )
+        })
         .collect();
     assert_fires(&evs, "palisade/http-auth-bf");
     // A user who fails twice then logs in, and an API client refreshing its token.
-    let mut evs: Vec<Event> = (0..3).map(|i| http_full(i * 8000, "198.51.100.19", "POST", "/login", 200, BROWSER)).collect();
-    evs.extend((0..50).map(|i| http_full(i * 60_000, "198.51.100.20", "POST", "/api/v1/auth/refresh", 200, "okhttp/4.12.0")));
+    let mut evs: Vec<Event> = (0..3)
+        .map(|i| http_full(i * 8000, "198.51.100.19", "POST", "/login", 200, BROWSER))
+        .collect();
+    evs.extend((0..50).map(|i| {
+        http_full(
+            i * 60_000,
+            "198.51.100.20",
+            "POST",
+            "/api/v1/auth/refresh",
+            200,
+            "okhttp/4.12.0",
+        )
+    }));
     assert_quiet(&evs);
 }
 
 #[test]
 fn http_aggressive_crawl() {
     let evs: Vec<Event> = (0..100)
-        .map(|i| http_full(i * 100, "203.0.113.21", "GET", &format!("/products/{}", 1000 + i), 200, "python-requests/2.31.0"))
+        .map(|i| {
+            http_full(
+                i * 100,
+                "203.0.113.21",
+                "GET",
+                &format!("/products/{}", 1000 + i),
+                200,
+                "python-requests/2.31.0",
+            )
+        })
         .collect();
     assert_fires(&evs, "palisade/http-crawl-non-statics");
 }
@@ -286,8 +488,14 @@ fn benign_web_traffic_is_not_flagged() {
     for i in 0..5000i64 {
         t += 2000 + (i * 7919 % 8000);
         let status = if i % 50 == 0 { 404 } else { 200 };
-        evs.push(http_full(t, "66.249.66.1", "GET", &format!("/products/{}", 1000 + i % 4000), status,
-            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"));
+        evs.push(http_full(
+            t,
+            "66.249.66.1",
+            "GET",
+            &format!("/products/{}", 1000 + i % 4000),
+            status,
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        ));
     }
     // Office NAT: 40 browsers browsing at once, pages plus assets, some 304s and 404s.
     let mut t = 0i64;
@@ -301,12 +509,25 @@ fn benign_web_traffic_is_not_flagged() {
             4 => "/".to_owned(),
             _ => format!("/products/{}", 1000 + (i * 31 % 4000)),
         };
-        let status = if i % 10 < 3 && i % 3 == 0 { 304 } else if i % 97 == 0 { 404 } else { 200 };
+        let status = if i % 10 < 3 && i % 3 == 0 {
+            304
+        } else if i % 97 == 0 {
+            404
+        } else {
+            200
+        };
         evs.push(http_full(t, "198.51.100.30", "GET", &path, status, BROWSER));
     }
     // A feed reader polling with 304s.
     for i in 0..500 {
-        evs.push(http_full(i * 900_000, "198.51.100.31", "GET", "/blog/feed.xml", 304, "Feedly/1.0"));
+        evs.push(http_full(
+            i * 900_000,
+            "198.51.100.31",
+            "GET",
+            "/blog/feed.xml",
+            304,
+            "Feedly/1.0",
+        ));
     }
     evs.sort_by_key(|e| e.time);
     assert_quiet(&evs);
@@ -324,15 +545,45 @@ fn realistic_events(n: usize, pool: u64) -> Vec<Event> {
         x ^= x << 17;
         x
     };
-    let paths = ["/", "/products/1234", "/category/tents", "/static/css/main.css", "/static/js/app.js", "/cart",
-        "/search?q=tent", "/blog/layering-101", "/wp-login.php", "/.env", "/api/v1/cart"];
+    let paths = [
+        "/",
+        "/products/1234",
+        "/category/tents",
+        "/static/css/main.css",
+        "/static/js/app.js",
+        "/cart",
+        "/search?q=tent",
+        "/blog/layering-101",
+        "/wp-login.php",
+        "/.env",
+        "/api/v1/cart",
+    ];
     for i in 0..n {
         let r = next();
-        let a = if pool == 0 { r } else { (r % pool).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7 };
-        let ip = format!("{}.{}.{}.{}", 1 + a % 200, (a >> 8) % 256, (a >> 16) % 256, 1 + (a >> 24) % 250);
+        let a = if pool == 0 {
+            r
+        } else {
+            (r % pool).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7
+        };
+        let ip = format!(
+            "{}.{}.{}.{}",
+            1 + a % 200,
+            (a >> 8) % 256,
+            (a >> 16) % 256,
+            1 + (a >> 24) % 250
+        );
         let t = i as i64 * 5;
         let e = match r % 10 {
-            0..=2 => ssh(t, &ip, if r % 3 == 0 { "ssh_failed-auth" } else { "ssh_success" }, "root"),
+            0..=2 => ssh(
+                t,
+                &ip,
+                if r % 3 == 0 {
+                    "ssh_failed-auth"
+                } else {
+                    "ssh_success"
+                },
+                "root",
+            ),
             3 => ssh(t, &ip, "ssh_preauth", ""),
             _ => {
                 let path = paths[(r >> 32) as usize % paths.len()];
@@ -350,7 +601,8 @@ fn thread_cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -358,7 +610,10 @@ fn thread_cpu_secs() -> f64 {
 #[test]
 #[ignore = "measurement; run with --release --ignored --nocapture"]
 fn throughput() {
-    for (pool, what) in [(5_000, "5,000 source addresses"), (0, "a new source address for every event (worst case)")] {
+    for (pool, what) in [
+        (5_000, "5,000 source addresses"),
+        (0, "a new source address for every event (worst case)"),
+    ] {
         let evs = realistic_events(1_000_000, pool);
         let mut b = engine();
         let mut out = Vec::new();
@@ -383,11 +638,13 @@ fn throughput() {
 // --------------------------------------------------------------- workload scoring
 
 fn month(m: &str) -> u32 {
-    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|x| *x == m)
-        .map(|p| p as u32 + 1)
-        .unwrap_or(1)
+    [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|x| *x == m)
+    .map(|p| p as u32 + 1)
+    .unwrap_or(1)
 }
 
 fn epoch_ms(year: i64, mon: u32, day: u32, h: u32, mi: u32, s: u32) -> i64 {
@@ -407,7 +664,14 @@ fn parse_auth(line: &str) -> Option<Event> {
     let mut it = line.split_whitespace();
     let (mon, day, hms) = (it.next()?, it.next()?, it.next()?);
     let mut hms = hms.split(':').map(|x| x.parse::<u32>().unwrap_or(0));
-    let t = epoch_ms(2026, month(mon), day.parse().ok()?, hms.next()?, hms.next()?, hms.next()?);
+    let t = epoch_ms(
+        2026,
+        month(mon),
+        day.parse().ok()?,
+        hms.next()?,
+        hms.next()?,
+        hms.next()?,
+    );
     let _host = it.next()?;
     let prog = it.next()?;
     if !prog.starts_with("sshd") {
@@ -415,7 +679,13 @@ fn parse_auth(line: &str) -> Option<Event> {
     }
     let msg = line.split_once(": ").map(|(_, m)| m)?;
     let words: Vec<&str> = msg.split_whitespace().collect();
-    let after = |w: &str| words.iter().position(|x| *x == w).and_then(|i| words.get(i + 1)).copied();
+    let after = |w: &str| {
+        words
+            .iter()
+            .position(|x| *x == w)
+            .and_then(|i| words.get(i + 1))
+            .copied()
+    };
     let (log_type, user, ip) = if msg.starts_with("Failed password for invalid user ") {
         ("ssh_failed-auth", words.get(5).copied(), after("from"))
     } else if msg.starts_with("Failed password for ") {
@@ -424,7 +694,10 @@ fn parse_auth(line: &str) -> Option<Event> {
         ("ssh_failed-auth", words.get(2).copied(), after("from"))
     } else if msg.starts_with("Accepted ") {
         ("ssh_success", words.get(3).copied(), after("from"))
-    } else if msg.contains("[preauth]") && msg.starts_with("Connection closed by ") && words.len() == 7 {
+    } else if msg.contains("[preauth]")
+        && msg.starts_with("Connection closed by ")
+        && words.len() == 7
+    {
         ("ssh_preauth", None, words.get(3).copied())
     } else if msg.starts_with("Unable to negotiate with ") {
         ("ssh_bad_keyexchange", None, words.get(3).copied())
@@ -442,8 +715,16 @@ fn parse_access(line: &str) -> Option<Event> {
     let ts = line.split_once('[')?.1.split_once(']')?.0;
     let (date, rest) = ts.split_once(':')?;
     let mut d = date.split('/');
-    let (day, mon, year) = (d.next()?.parse().ok()?, month(d.next()?), d.next()?.parse().ok()?);
-    let mut hms = rest.split(' ').next()?.split(':').map(|x| x.parse::<u32>().unwrap_or(0));
+    let (day, mon, year) = (
+        d.next()?.parse().ok()?,
+        month(d.next()?),
+        d.next()?.parse().ok()?,
+    );
+    let mut hms = rest
+        .split(' ')
+        .next()?
+        .split(':')
+        .map(|x| x.parse::<u32>().unwrap_or(0));
     let t = epoch_ms(year, mon, day, hms.next()?, hms.next()?, hms.next()?);
     let quoted: Vec<&str> = line.split('"').collect();
     let request = quoted.get(1)?;
@@ -451,12 +732,26 @@ fn parse_access(line: &str) -> Option<Event> {
     let ua = quoted.get(5).copied().unwrap_or("");
     let parts: Vec<&str> = request.split(' ').collect();
     if parts.len() == 3 && parts[2].starts_with("HTTP/") {
-        Some(http_full(t, ip, parts[0], parts[1], status.parse().ok()?, ua))
+        Some(http_full(
+            t,
+            ip,
+            parts[0],
+            parts[1],
+            status.parse().ok()?,
+            ua,
+        ))
     } else {
         Some(ev(
             t,
-            &[("log_type", "http_access-log"), ("service", "http"), ("source_ip", ip), ("http_status", status),
-                ("http_path", request), ("http_user_agent", ua), ("target_fqdn", "")],
+            &[
+                ("log_type", "http_access-log"),
+                ("service", "http"),
+                ("source_ip", ip),
+                ("http_status", status),
+                ("http_path", request),
+                ("http_user_agent", ua),
+                ("target_fqdn", ""),
+            ],
             &[],
         ))
     }
@@ -467,13 +762,21 @@ fn parse_access(line: &str) -> Option<Event> {
 #[test]
 #[ignore = "needs WORKLOAD=<dir from bench/gen_workload.py>"]
 fn workload() {
-    let Ok(dir) = std::env::var("WORKLOAD") else { return };
+    let Ok(dir) = std::env::var("WORKLOAD") else {
+        return;
+    };
     let dir = std::path::Path::new(&dir);
     let mut evs = Vec::new();
-    for line in std::fs::read_to_string(dir.join("auth.log")).expect("auth.log").lines() {
+    for line in std::fs::read_to_string(dir.join("auth.log"))
+        .expect("auth.log")
+        .lines()
+    {
         evs.extend(parse_auth(line));
     }
-    for line in std::fs::read_to_string(dir.join("access.log")).expect("access.log").lines() {
+    for line in std::fs::read_to_string(dir.join("access.log"))
+        .expect("access.log")
+        .lines()
+    {
         evs.extend(parse_access(line));
     }
     evs.sort_by_key(|e| e.time);
@@ -486,10 +789,14 @@ fn workload() {
     let secs = start.elapsed().as_secs_f64();
     b.advance(Timestamp(i64::MAX / 2), &mut out);
     let truth: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).expect("truth")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).expect("truth"))
+            .expect("json");
     let mut flagged: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for o in &out {
-        flagged.entry(o.value.clone()).or_default().insert(o.scenario.to_string());
+        flagged
+            .entry(o.value.clone())
+            .or_default()
+            .insert(o.scenario.to_string());
     }
     let attackers = truth["attackers"].as_object().expect("attackers");
     let roles = truth["benign_roles"].as_object().expect("roles");
@@ -512,7 +819,11 @@ fn workload() {
     for o in &out {
         *per.entry(o.scenario.to_string()).or_default() += 1;
     }
-    println!("{} events in {secs:.3} s ({:.0}/s); overflows per scenario: {per:?}", evs.len(), evs.len() as f64 / secs);
+    println!(
+        "{} events in {secs:.3} s ({:.0}/s); overflows per scenario: {per:?}",
+        evs.len(),
+        evs.len() as f64 / secs
+    );
     println!("attackers found {tp}, missed {fneg}; benign flagged {fp}");
     assert_eq!(fp, 0);
     assert_eq!(fneg, 0);

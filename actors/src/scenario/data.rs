@@ -88,7 +88,9 @@ impl DataLists {
     pub(crate) fn new(files: &[HubFile]) -> Self {
         let mut lists = DataLists::default();
         for file in files {
-            let Some(name) = file.path.strip_prefix("data/") else { continue };
+            let Some(name) = file.path.strip_prefix("data/") else {
+                continue;
+            };
             let entries = file
                 .text
                 .lines()
@@ -97,7 +99,9 @@ impl DataLists {
                 .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
                 .map(|(i, l)| (i, l.to_owned()))
                 .collect();
-            lists.files.insert(name.to_owned(), (file.path.clone(), entries));
+            lists
+                .files
+                .insert(name.to_owned(), (file.path.clone(), entries));
         }
         lists
     }
@@ -105,7 +109,11 @@ impl DataLists {
     /// The matcher of `kind` over file `name`, built on first use. The error is a
     /// message for the caller to place at the scenario's file and line, or a complete
     /// [`HubError`] pointing into the data file (a bad regex).
-    pub(crate) fn matcher(&mut self, name: &str, kind: MatchKindFn) -> Result<Arc<Matcher>, LoadErr> {
+    pub(crate) fn matcher(
+        &mut self,
+        name: &str,
+        kind: MatchKindFn,
+    ) -> Result<Arc<Matcher>, LoadErr> {
         if let Some(m) = self.matchers.get(&(name.to_owned(), kind)) {
             return Ok(m.clone());
         }
@@ -114,14 +122,21 @@ impl DataLists {
             known.sort_unstable();
             return Err(LoadErr::Message(format!(
                 "data file `data/{name}` not found (available: {})",
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             )));
         };
         let matcher = match kind {
             MatchKindFn::Exact => Matcher::Exact(entries.iter().map(|(_, e)| e.clone()).collect()),
-            MatchKindFn::ExactNoCase => {
-                Matcher::ExactNoCase(entries.iter().map(|(_, e)| e.to_ascii_lowercase()).collect())
-            }
+            MatchKindFn::ExactNoCase => Matcher::ExactNoCase(
+                entries
+                    .iter()
+                    .map(|(_, e)| e.to_ascii_lowercase())
+                    .collect(),
+            ),
             MatchKindFn::Substring => {
                 if entries.is_empty() {
                     Matcher::Substring(None)
@@ -130,7 +145,9 @@ impl DataLists {
                         .ascii_case_insensitive(true)
                         .match_kind(MatchKind::LeftmostFirst)
                         .build(entries.iter().map(|(_, e)| e.as_str()))
-                        .map_err(|e| LoadErr::Hub(HubError::new(path.clone(), None, e.to_string())))?;
+                        .map_err(|e| {
+                            LoadErr::Hub(HubError::new(path.clone(), None, e.to_string()))
+                        })?;
                     Matcher::Substring(Some(ac))
                 }
             }
@@ -150,7 +167,8 @@ impl DataLists {
             }
         };
         let matcher = Arc::new(matcher);
-        self.matchers.insert((name.to_owned(), kind), matcher.clone());
+        self.matchers
+            .insert((name.to_owned(), kind), matcher.clone());
         Ok(matcher)
     }
 
@@ -184,18 +202,16 @@ pub(crate) fn url_decode(s: &str) -> Cow<'_, str> {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
                 }
-            }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
             b'+' => {
                 out.push(b' ');
                 i += 1;
@@ -243,10 +259,15 @@ mod tests {
         let sub = d.matcher("x.txt", MatchKindFn::Substring).expect("builds");
         assert!(sub.is_match("Mozilla/5.00 (nikto/2.5)"));
         assert!(!sub.is_match("curl"));
-        let ex = d.matcher("x.txt", MatchKindFn::ExactNoCase).expect("builds");
+        let ex = d
+            .matcher("x.txt", MatchKindFn::ExactNoCase)
+            .expect("builds");
         assert!(ex.is_match("NIKTO"));
         let ex = d.matcher("x.txt", MatchKindFn::Exact).expect("builds");
         assert!(!ex.is_match("NIKTO") && ex.is_match("Nikto"));
-        assert!(matches!(d.matcher("nope.txt", MatchKindFn::Exact), Err(LoadErr::Message(_))));
+        assert!(matches!(
+            d.matcher("nope.txt", MatchKindFn::Exact),
+            Err(LoadErr::Message(_))
+        ));
     }
 }

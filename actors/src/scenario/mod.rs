@@ -67,7 +67,10 @@ pub struct Scenarios {
 
 impl std::fmt::Debug for Scenarios {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scenarios").field("list", &self.list).field("router", &self.router).finish()
+        f.debug_struct("Scenarios")
+            .field("list", &self.list)
+            .field("router", &self.router)
+            .finish()
     }
 }
 
@@ -81,7 +84,10 @@ impl Scenarios {
         let mut refs = FieldRefs::default();
         let mut list: Vec<Scenario> = Vec::new();
         let mut seen: HashMap<String, String> = HashMap::new();
-        let mut files: Vec<&HubFile> = files.iter().filter(|f| f.path.starts_with("scenarios/")).collect();
+        let mut files: Vec<&HubFile> = files
+            .iter()
+            .filter(|f| f.path.starts_with("scenarios/"))
+            .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         for file in files {
             for sc in spec::parse_file(&file.path, &file.text, &mut data, &mut refs)? {
@@ -89,7 +95,10 @@ impl Scenarios {
                     return Err(HubError::new(
                         &file.path,
                         Some(sc.name_line),
-                        format!("duplicate scenario name `{}` (already defined in {first})", sc.info.name),
+                        format!(
+                            "duplicate scenario name `{}` (already defined in {first})",
+                            sc.info.name
+                        ),
                     ));
                 }
                 seen.insert(sc.info.name.clone(), file.path.clone());
@@ -105,10 +114,16 @@ impl Scenarios {
             match sc.filter.route() {
                 None => router.always.push(i),
                 Some(r) => {
-                    let pos = match router.by_field.iter().position(|(m, f, _)| *m == r.map && *f == r.field) {
+                    let pos = match router
+                        .by_field
+                        .iter()
+                        .position(|(m, f, _)| *m == r.map && *f == r.field)
+                    {
                         Some(p) => p,
                         None => {
-                            router.by_field.push((r.map, r.field.clone(), HashMap::new()));
+                            router
+                                .by_field
+                                .push((r.map, r.field.clone(), HashMap::new()));
                             router.by_field.len() - 1
                         }
                     };
@@ -123,7 +138,12 @@ impl Scenarios {
             }
         }
         let cel_root = expr::root_context(Arc::new(data.into_matchers()));
-        Ok(Scenarios { list, router, refs, cel_root })
+        Ok(Scenarios {
+            list,
+            router,
+            refs,
+            cel_root,
+        })
     }
 
     /// What is loaded, in load order.
@@ -239,7 +259,14 @@ impl Buckets {
     /// An empty engine holding at most `max_buckets` live buckets (at least 1).
     pub fn with_max_buckets(scenarios: Arc<Scenarios>, max_buckets: usize) -> Self {
         let n = scenarios.list.len();
-        let stats = scenarios.list.iter().map(|s| ScenarioStats { name: s.name.clone(), ..Default::default() }).collect();
+        let stats = scenarios
+            .list
+            .iter()
+            .map(|s| ScenarioStats {
+                name: s.name.clone(),
+                ..Default::default()
+            })
+            .collect();
         Buckets {
             live: (0..n).map(|_| HashMap::new()).collect(),
             blackholes: (0..n).map(|_| HashMap::new()).collect(),
@@ -290,7 +317,10 @@ impl Buckets {
                 }
             }
             // Scenarios of one service usually share their groupby: evaluate it once.
-            let key = match memo.iter().position(|(src, _)| *src == sc.groupby.source.as_str()) {
+            let key = match memo
+                .iter()
+                .position(|(src, _)| *src == sc.groupby.source.as_str())
+            {
                 Some(p) => p,
                 None => match sc.groupby.eval(event, &mut cel) {
                     Ok(v) => {
@@ -369,7 +399,11 @@ impl Buckets {
             }
             self.generation += 1;
             let deadline = t.saturating_add(sc.lifetime_ms);
-            let value = if sc.kind == BucketType::Counter { overflow_value(sc.scope, event.source_ip()) } else { String::new() };
+            let value = if sc.kind == BucketType::Counter {
+                overflow_value(sc.scope, event.source_ip())
+            } else {
+                String::new()
+            };
             let key: Arc<str> = key.into();
             self.live[idx].insert(
                 key.clone(),
@@ -388,7 +422,9 @@ impl Buckets {
             self.live_count += 1;
             self.stats[idx].instantiated += 1;
         }
-        let Some(b) = self.live[idx].get_mut(key) else { return };
+        let Some(b) = self.live[idx].get_mut(key) else {
+            return;
+        };
         self.stats[idx].poured += 1;
         if let Some(h) = distinct {
             let d = b.distinct.get_or_insert_with(Default::default);
@@ -423,7 +459,17 @@ impl Buckets {
 
     /// Emits an overflow unless the key is blackholed.
     #[allow(clippy::too_many_arguments)]
-    fn emit(&mut self, sc: &Scenario, i: u32, key: &str, value: String, count: u32, first: i64, last: i64, out: &mut Vec<Overflow>) {
+    fn emit(
+        &mut self,
+        sc: &Scenario,
+        i: u32,
+        key: &str,
+        value: String,
+        count: u32,
+        first: i64,
+        last: i64,
+        out: &mut Vec<Overflow>,
+    ) {
         let idx = i as usize;
         if let Some(bh) = sc.blackhole_ms {
             match self.blackholes[idx].entry(key.into()) {
@@ -434,11 +480,13 @@ impl Buckets {
                     }
                     let until = last.saturating_add(bh);
                     e.insert(until);
-                    self.blackhole_due.push(Reverse((until, i, 0, e.key().clone())));
+                    self.blackhole_due
+                        .push(Reverse((until, i, 0, e.key().clone())));
                 }
                 Entry::Vacant(e) => {
                     let until = last.saturating_add(bh);
-                    self.blackhole_due.push(Reverse((until, i, 0, e.key().clone())));
+                    self.blackhole_due
+                        .push(Reverse((until, i, 0, e.key().clone())));
                     e.insert(until);
                 }
             }
@@ -469,9 +517,13 @@ impl Buckets {
             if *deadline >= now {
                 break;
             }
-            let Some(Reverse((deadline, i, generation, key))) = self.due.pop() else { break };
+            let Some(Reverse((deadline, i, generation, key))) = self.due.pop() else {
+                break;
+            };
             let idx = i as usize;
-            let Some(b) = self.live[idx].get(&key) else { continue };
+            let Some(b) = self.live[idx].get(&key) else {
+                continue;
+            };
             if b.generation != generation {
                 continue;
             }
@@ -479,7 +531,9 @@ impl Buckets {
                 self.due.push(Reverse((b.deadline, i, generation, key)));
                 continue;
             }
-            let Some(b) = self.live[idx].remove(&key) else { continue };
+            let Some(b) = self.live[idx].remove(&key) else {
+                continue;
+            };
             self.live_count -= 1;
             let scenarios = self.scenarios.clone();
             let sc = &scenarios.list[idx];
@@ -493,7 +547,9 @@ impl Buckets {
             if *until > now {
                 break;
             }
-            let Some(Reverse((until, i, _, key))) = self.blackhole_due.pop() else { break };
+            let Some(Reverse((until, i, _, key))) = self.blackhole_due.pop() else {
+                break;
+            };
             let map = &mut self.blackholes[i as usize];
             if map.get(&key).is_some_and(|u| *u <= until) {
                 map.remove(&key);
@@ -505,7 +561,9 @@ impl Buckets {
     fn evict_one(&mut self) {
         while let Some(Reverse((deadline, i, generation, key))) = self.due.pop() {
             let idx = i as usize;
-            let Some(b) = self.live[idx].get(&key) else { continue };
+            let Some(b) = self.live[idx].get(&key) else {
+                continue;
+            };
             if b.generation != generation {
                 continue;
             }
@@ -524,7 +582,9 @@ impl Buckets {
 /// The overflow value for a scope: the canonical address or range, empty when the
 /// event has no usable source address.
 fn overflow_value(scope: ScopeKind, ip: Option<IpAddr>) -> String {
-    let Some(ip) = ip.map(|ip| ip.to_canonical()) else { return String::new() };
+    let Some(ip) = ip.map(|ip| ip.to_canonical()) else {
+        return String::new();
+    };
     match scope {
         ScopeKind::Ip => ip.to_canonical().to_string(),
         ScopeKind::Range { v4, v6 } => {
