@@ -60,6 +60,177 @@ fn parse(p: &Parsers, log_type: &str, text: &str) -> Event {
     }
 }
 
+
+/// `$CARGO_MANIFEST_DIR/../../shared/data/<rel>`: the repository is cloned with
+/// `shared/` beside it. Missing data fails loudly rather than passing silently.
+fn shared(rel: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(rel);
+    assert!(
+        path.exists(),
+        "{} is missing: clone the shared data beside the repository (../shared relative to the repo root)",
+        path.display()
+    );
+    path
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
+}
+
+/// Parses every line; returns (events, misses as (line, reason)).
+fn run_file(p: &Parsers, log_type: &str, lines: &[String]) -> (Vec<Event>, Vec<(String, String)>) {
+    let mut events = Vec::new();
+    let mut misses = Vec::new();
+    for l in lines {
+        match p.parse(line(log_type, l)) {
+            Ok(e) => events.push(e),
+            Err(m) => misses.push((l.clone(), m.to_string())),
+        }
+    }
+    (events, misses)
+}
+
+fn program_of(syslog_line: &str) -> &str {
+    // `Mon dd hh:mm:ss host prog[pid]: ...`
+    let prog = syslog_line.split_whitespace().nth(4).unwrap_or("");
+    prog.split(['[', ':']).next().unwrap_or("")
+}
+
+#[test]
+fn elastic_auth_log_sshd_lines_parse() {
+    let p = parsers();
+    let lines = read_lines(&shared("data/elastic-examples/auth.log"));
+    let (events, misses) = run_file(&p, "syslog", &lines);
+    let sshd_total = lines.iter().filter(|l| program_of(l) == "sshd").count();
+    let sshd_misses: Vec<_> = misses.iter().filter(|(l, _)| program_of(l) == "sshd").collect();
+    let failed = events.iter().filter(|e| e.meta.get("log_type") == Some("ssh_failed-auth")).count();
+    eprintln!(
+        "auth.log: {} lines, {} events, {} misses; sshd {} lines, {} misses, {} ssh_failed-auth",
+        lines.len(),
+        events.len(),
+        misses.len(),
+        sshd_total,
+        sshd_misses.len(),
+        failed
+    );
+    for (l, why) in sshd_misses.iter().take(40) {
+        eprintln!("  sshd miss ({why}): {l}");
+    }
+    // Every failure form in this file is recognised; the sshd lines left over are
+    // informational (`Server listening`, `Starting session`, `input_userauth_request`...).
+    let failure_words = ["Failed ", "Invalid user", "authentication failure", "maximum authentication", "Bad protocol", "Did not receive", "Unable to negotiate", "Too many authentication"];
+    let missed_failures: Vec<_> =
+        sshd_misses.iter().filter(|(l, _)| failure_words.iter().any(|w| l.contains(w)) && !l.contains("input_userauth_request")).collect();
+    assert!(missed_failures.is_empty(), "failure lines missed: {missed_failures:#?}");
+    assert!(sshd_misses.len() * 100 < sshd_total * 5, "more than 5% of sshd lines missed");
+    assert!(failed > 1_000, "only {failed} ssh_failed-auth events");
+}
+
+#[test]
+fn elastic_apache_log_parses() {
+    let p = parsers();
+    let lines = read_lines(&shared("data/elastic-examples/apache_logs"));
+    let (events, misses) = run_file(&p, "apache", &lines);
+    for (l, why) in misses.iter().take(20) {
+        eprintln!("  miss ({why}): {l}");
+    }
+    eprintln!("apache_logs: {} lines, {} misses", lines.len(), misses.len());
+    assert!(misses.len() * 1000 < lines.len(), "more than 0.1% missed");
+    assert!(events.iter().all(|e| e.meta.get("log_type") == Some("http_access-log")));
+    assert!(events.iter().all(|e| e.time.0 > 1_400_000_000_000 && e.time.0 < 1_500_000_000_000), "times from 2015");
+}
+
+#[test]
+fn workload_sshd_failures_and_nginx_lines_parse() {
+    let dir = std::env::temp_dir().join(format!("palisade-parser-wl-{}", std::process::id()));
+    let status = std::process::Command::new("python3")
+        .arg(shared("bench/gen_workload.py"))
+        .args(["--lines", "20000", "--seed", "1", "--out"])
+        .arg(&dir)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "gen_workload.py failed");
+    let p = parsers();
+    let auth = read_lines(&dir.join("auth.log"));
+    let access = read_lines(&dir.join("access.log"));
+    let (_, access_misses) = run_file(&p, "nginx", &access);
+    let mut by_form: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    let mut sshd_misses = Vec::new();
+    for l in auth.iter().filter(|l| program_of(l) == "sshd") {
+        let msg = l.splitn(2, "]: ").nth(1).unwrap_or("");
+        let form: String = msg.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        let slot = by_form.entry(form).or_default();
+        slot.0 += 1;
+        if let Err(m) = p.parse(line("syslog", l)) {
+            slot.1 += 1;
+            sshd_misses.push((l.clone(), m.to_string()));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("workload: {} access lines, {} misses", access.len(), access_misses.len());
+    for (form, (n, miss)) in &by_form {
+        eprintln!("  sshd {form:<45} {n:>5} lines {miss:>4} misses");
+    }
+    for (l, why) in sshd_misses.iter().take(20) {
+        eprintln!("  sshd miss ({why}): {l}");
+    }
+    for (l, why) in access_misses.iter().take(20) {
+        eprintln!("  nginx miss ({why}): {l}");
+    }
+    assert!(access_misses.is_empty(), "{} nginx lines missed", access_misses.len());
+    assert!(sshd_misses.is_empty(), "{} sshd lines missed", sshd_misses.len());
+}
+
+/// `cargo test --release -p palisade-actors --test parsers -- --ignored --nocapture throughput`
+#[test]
+#[ignore = "measurement: run in release mode"]
+fn throughput() {
+    let p = parsers();
+    let auth = read_lines(&shared("data/elastic-examples/auth.log"));
+    let apache = read_lines(&shared("data/elastic-examples/apache_logs"));
+    let dir = std::env::temp_dir().join(format!("palisade-parser-bench-{}", std::process::id()));
+    let status = std::process::Command::new("python3")
+        .arg(shared("bench/gen_workload.py"))
+        .args(["--lines", "100000", "--seed", "1", "--out"])
+        .arg(&dir)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success());
+    let wl_auth = read_lines(&dir.join("auth.log"));
+    let wl_access = read_lines(&dir.join("access.log"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sets: [(&str, &str, &[String]); 4] = [
+        ("elastic auth.log", "syslog", &auth),
+        ("elastic apache_logs", "apache", &apache),
+        ("workload auth.log", "syslog", &wl_auth),
+        ("workload access.log", "nginx", &wl_access),
+    ];
+    let (mut all_lines, mut all_secs) = (0usize, 0f64);
+    for (name, log_type, lines) in sets {
+        // Lines are built before timing: the source owns them, the parser takes them.
+        let rounds = (200_000 / lines.len()).max(1);
+        let mut batch = Vec::with_capacity(lines.len() * rounds);
+        for _ in 0..rounds {
+            batch.extend(lines.iter().map(|l| line(log_type, l)));
+        }
+        let n = batch.len();
+        let start = std::time::Instant::now();
+        let mut ok = 0usize;
+        for l in batch {
+            if let Ok(e) = p.parse(l) {
+                ok += 1;
+                std::hint::black_box(e);
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        all_lines += n;
+        all_secs += secs;
+        eprintln!("{name:<22} {n:>8} lines {:>6.1}% parsed {:>10.0} lines/s", 100.0 * ok as f64 / n as f64, n as f64 / secs);
+    }
+    eprintln!("{:<22} {all_lines:>8} lines {:>18.0} lines/s", "all", all_lines as f64 / all_secs);
+}
+
 #[test]
 fn smoke() {
     let p = parsers();
