@@ -1,7 +1,7 @@
 //! The shipped parsers (`hub/parsers`) against sample lines of every supported form,
 //! real logs, and the benchmark workload.
 
-use palisade_actors::parser::{MissReason, Parsers};
+use palisade_actors::parser::Parsers;
 use palisade_actors::{Event, HubFile, RawLine};
 use palisade_proto::Timestamp;
 use std::path::{Path, PathBuf};
@@ -60,11 +60,12 @@ fn parse(p: &Parsers, log_type: &str, text: &str) -> Event {
     }
 }
 
-
 /// `$CARGO_MANIFEST_DIR/../../shared/data/<rel>`: the repository is cloned with
 /// `shared/` beside it. Missing data fails loudly rather than passing silently.
 fn shared(rel: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(rel);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared")
+        .join(rel);
     assert!(
         path.exists(),
         "{} is missing: clone the shared data beside the repository (../shared relative to the repo root)",
@@ -75,7 +76,10 @@ fn shared(rel: &str) -> PathBuf {
 
 fn read_lines(path: &Path) -> Vec<String> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Parses every line; returns (events, misses as (line, reason)).
@@ -103,8 +107,14 @@ fn elastic_auth_log_sshd_lines_parse() {
     let lines = read_lines(&shared("data/elastic-examples/auth.log"));
     let (events, misses) = run_file(&p, "syslog", &lines);
     let sshd_total = lines.iter().filter(|l| program_of(l) == "sshd").count();
-    let sshd_misses: Vec<_> = misses.iter().filter(|(l, _)| program_of(l) == "sshd").collect();
-    let failed = events.iter().filter(|e| e.meta.get("log_type") == Some("ssh_failed-auth")).count();
+    let sshd_misses: Vec<_> = misses
+        .iter()
+        .filter(|(l, _)| program_of(l) == "sshd")
+        .collect();
+    let failed = events
+        .iter()
+        .filter(|e| e.meta.get("log_type") == Some("ssh_failed-auth"))
+        .count();
     eprintln!(
         "auth.log: {} lines, {} events, {} misses; sshd {} lines, {} misses, {} ssh_failed-auth",
         lines.len(),
@@ -119,12 +129,55 @@ fn elastic_auth_log_sshd_lines_parse() {
     }
     // Every failure form in this file is recognised; the sshd lines left over are
     // informational (`Server listening`, `Starting session`, `input_userauth_request`...).
-    let failure_words = ["Failed ", "Invalid user", "authentication failure", "maximum authentication", "Bad protocol", "Did not receive", "Unable to negotiate", "Too many authentication"];
-    let missed_failures: Vec<_> =
-        sshd_misses.iter().filter(|(l, _)| failure_words.iter().any(|w| l.contains(w)) && !l.contains("input_userauth_request")).collect();
-    assert!(missed_failures.is_empty(), "failure lines missed: {missed_failures:#?}");
-    assert!(sshd_misses.len() * 100 < sshd_total * 5, "more than 5% of sshd lines missed");
+    let failure_words = [
+        "Failed ",
+        "Invalid user",
+        "authentication failure",
+        "maximum authentication",
+        "Bad protocol",
+        "Did not receive",
+        "Unable to negotiate",
+        "Too many authentication",
+    ];
+    let missed_failures: Vec<_> = sshd_misses
+        .iter()
+        .filter(|(l, _)| {
+            failure_words.iter().any(|w| l.contains(w)) && !l.contains("input_userauth_request")
+        })
+        .collect();
+    assert!(
+        missed_failures.is_empty(),
+        "failure lines missed: {missed_failures:#?}"
+    );
+    assert!(
+        sshd_misses.len() * 100 < sshd_total * 5,
+        "more than 5% of sshd lines missed"
+    );
     assert!(failed > 1_000, "only {failed} ssh_failed-auth events");
+    // Known attackers of this log: every `Failed password` line of theirs (including
+    // rsyslog's `message repeated N times: [ ... ]`) is a failed authentication.
+    for (ip, at_least) in [
+        ("24.151.103.17", 157),
+        ("34.204.227.175", 43),
+        ("49.4.143.105", 40),
+    ] {
+        let n = events
+            .iter()
+            .filter(|e| {
+                e.meta.get("source_ip") == Some(ip)
+                    && e.meta.get("log_type") == Some("ssh_failed-auth")
+            })
+            .count();
+        assert!(
+            n >= at_least,
+            "{ip}: {n} failed-auth events, expected at least {at_least}"
+        );
+    }
+    // Its bad-version probes are pre-auth events of the same attacker.
+    assert!(events
+        .iter()
+        .any(|e| e.meta.get("source_ip") == Some("24.151.103.17")
+            && e.meta.get("log_type") == Some("ssh_preauth")));
 }
 
 #[test]
@@ -135,10 +188,39 @@ fn elastic_apache_log_parses() {
     for (l, why) in misses.iter().take(20) {
         eprintln!("  miss ({why}): {l}");
     }
-    eprintln!("apache_logs: {} lines, {} misses", lines.len(), misses.len());
+    eprintln!(
+        "apache_logs: {} lines, {} misses",
+        lines.len(),
+        misses.len()
+    );
     assert!(misses.len() * 1000 < lines.len(), "more than 0.1% missed");
-    assert!(events.iter().all(|e| e.meta.get("log_type") == Some("http_access-log")));
-    assert!(events.iter().all(|e| e.time.0 > 1_400_000_000_000 && e.time.0 < 1_500_000_000_000), "times from 2015");
+    assert!(events
+        .iter()
+        .all(|e| e.meta.get("log_type") == Some("http_access-log")));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.time.0 > 1_400_000_000_000 && e.time.0 < 1_500_000_000_000),
+        "times from 2015"
+    );
+    let not_found = events
+        .iter()
+        .filter(|e| e.meta.get("http_status") == Some("404"))
+        .count();
+    assert_eq!(not_found, 213, "404 responses");
+    let busiest = events
+        .iter()
+        .filter(|e| e.meta.get("source_ip") == Some("66.249.73.135"))
+        .count();
+    assert_eq!(busiest, 482, "requests of 66.249.73.135");
+    let statics = events
+        .iter()
+        .filter(|e| e.parsed.get("static_ressource") == Some("true"))
+        .count();
+    assert!(
+        statics > 3_000 && statics < 9_000,
+        "{statics} static resources"
+    );
 }
 
 #[test]
@@ -168,7 +250,11 @@ fn workload_sshd_failures_and_nginx_lines_parse() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    eprintln!("workload: {} access lines, {} misses", access.len(), access_misses.len());
+    eprintln!(
+        "workload: {} access lines, {} misses",
+        access.len(),
+        access_misses.len()
+    );
     for (form, (n, miss)) in &by_form {
         eprintln!("  sshd {form:<45} {n:>5} lines {miss:>4} misses");
     }
@@ -178,8 +264,16 @@ fn workload_sshd_failures_and_nginx_lines_parse() {
     for (l, why) in access_misses.iter().take(20) {
         eprintln!("  nginx miss ({why}): {l}");
     }
-    assert!(access_misses.is_empty(), "{} nginx lines missed", access_misses.len());
-    assert!(sshd_misses.is_empty(), "{} sshd lines missed", sshd_misses.len());
+    assert!(
+        access_misses.is_empty(),
+        "{} nginx lines missed",
+        access_misses.len()
+    );
+    assert!(
+        sshd_misses.is_empty(),
+        "{} sshd lines missed",
+        sshd_misses.len()
+    );
 }
 
 /// `cargo test --release -p palisade-actors --test parsers -- --ignored --nocapture throughput`
@@ -226,26 +320,183 @@ fn throughput() {
         let secs = start.elapsed().as_secs_f64();
         all_lines += n;
         all_secs += secs;
-        eprintln!("{name:<22} {n:>8} lines {:>6.1}% parsed {:>10.0} lines/s", 100.0 * ok as f64 / n as f64, n as f64 / secs);
+        eprintln!(
+            "{name:<22} {n:>8} lines {:>6.1}% parsed {:>10.0} lines/s",
+            100.0 * ok as f64 / n as f64,
+            n as f64 / secs
+        );
     }
-    eprintln!("{:<22} {all_lines:>8} lines {:>18.0} lines/s", "all", all_lines as f64 / all_secs);
+    eprintln!(
+        "{:<22} {all_lines:>8} lines {:>18.0} lines/s",
+        "all",
+        all_lines as f64 / all_secs
+    );
+}
+
+/// One case of `data/parsers/samples.txt`.
+struct Sample {
+    at: usize,
+    log_type: String,
+    expect: Vec<String>,
+    text: String,
+}
+
+fn samples() -> Vec<Sample> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/parsers/samples.txt");
+    let text = std::fs::read_to_string(&path).expect("samples.txt");
+    let mut out = Vec::new();
+    let mut pending: Option<(usize, String, Vec<String>)> = None;
+    for (i, l) in text.lines().enumerate() {
+        if let Some(head) = l.strip_prefix("@ ") {
+            let mut parts = head.split(" | ");
+            let log_type = parts.next().unwrap_or("").trim().to_owned();
+            pending = Some((i + 1, log_type, parts.map(str::to_owned).collect()));
+        } else if l.starts_with('#') || l.trim().is_empty() {
+            continue;
+        } else if let Some((at, log_type, expect)) = pending.take() {
+            out.push(Sample {
+                at,
+                log_type,
+                expect,
+                text: l.to_owned(),
+            });
+        } else {
+            panic!(
+                "samples.txt:{}: a line without an `@ ...` expectation before it",
+                i + 1
+            );
+        }
+    }
+    out
+}
+
+fn field<'a>(e: &'a Event, name: &str) -> Option<String> {
+    match name {
+        "time" => Some(rfc3339(e.time)),
+        "parser" => Some(e.parser.to_string()),
+        _ => match name.strip_prefix("parsed.") {
+            Some(k) => e.parsed.get(k).map(str::to_owned),
+            None => e.meta.get(name).map(str::to_owned),
+        },
+    }
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    let secs = t.0.div_euclid(1000);
+    let ms = t.0.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // civil from days (Howard Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
 }
 
 #[test]
-fn smoke() {
+fn every_supported_form_parses_as_documented() {
     let p = parsers();
-    let e = parse(
-        &p,
-        "syslog",
-        "Mar 27 13:06:56 host sshd[1291]: Failed password for root from 1.2.3.4 port 22 ssh2",
+    let cases = samples();
+    assert!(cases.len() > 100, "samples.txt has {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let result = p.parse(line(&case.log_type, &case.text));
+        let mut problems = Vec::new();
+        let miss = case.expect.iter().find_map(|x| x.strip_prefix("miss="));
+        match (&result, miss) {
+            (Ok(_), Some(stage)) => {
+                problems.push(format!("expected a miss at {stage}, got an event"))
+            }
+            (Err(m), Some(stage)) => {
+                if &*m.stage != stage {
+                    problems.push(format!(
+                        "missed at {} ({}), expected at {stage}",
+                        m.stage, m.reason
+                    ));
+                }
+                for x in &case.expect {
+                    if let Some(want) = x.strip_prefix("reason~") {
+                        if !m.reason.to_string().contains(want) {
+                            problems
+                                .push(format!("reason {:?} lacks {want:?}", m.reason.to_string()));
+                        }
+                    }
+                }
+            }
+            (Err(m), None) => problems.push(format!("missed: {m}")),
+            (Ok(e), None) => {
+                for x in &case.expect {
+                    if let Some(name) = x.strip_prefix('!') {
+                        if let Some(v) = field(e, name) {
+                            problems.push(format!("{name} should be unset, is {v:?}"));
+                        }
+                    } else if let Some((name, want)) = x.split_once('=') {
+                        let got = field(e, name);
+                        if got.as_deref() != Some(want) {
+                            problems.push(format!("{name}: got {got:?}, want {want:?}"));
+                        }
+                    } else {
+                        problems.push(format!("bad expectation {x:?}"));
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "samples.txt:{} [{}] {}\n    {}\n{}",
+                case.at,
+                case.log_type,
+                case.text,
+                problems.join("\n    "),
+                p.explain(&line(&case.log_type, &case.text))
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} samples wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
     );
-    println!("{:?}", e);
-    println!(
-        "{}",
-        p.explain(&line(
-            "syslog",
-            "Mar 27 13:06:56 host sshd[1291]: Failed password for root from 1.2.3.4 port 22 ssh2"
-        ))
-    );
-    let _ = MissReason::NoMatch;
+}
+
+#[test]
+fn explain_and_list_describe_the_shipped_parsers() {
+    let p = parsers();
+    let text = "Mar 27 13:06:56 host sshd[1]: Failed password for root from 192.0.2.1 port 22 ssh2";
+    let event = parse(&p, "syslog", text);
+    let x = p.explain(&line("syslog", text));
+    let human = x.to_string();
+    assert!(human.contains("node failed-auth: matched"), "{human}");
+    assert!(human.contains("palisade/nginx-logs skipped"), "{human}");
+    let json = serde_json::to_value(&x).expect("serialises");
+    assert_eq!(json["result"]["status"], "parsed");
+    assert_eq!(json["result"]["parser"], &*event.parser);
+    let names: Vec<String> = p
+        .list()
+        .into_iter()
+        .map(|i| format!("{} {}", i.stage, i.name))
+        .collect();
+    for want in [
+        "s00-raw palisade/syslog-logs",
+        "s01-parse palisade/sshd-logs",
+        "s01-parse palisade/nginx-logs",
+        "s01-parse palisade/apache-logs",
+        "s02-enrich palisade/dateparse-enrich",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    assert!(p.list().iter().all(|i| !i.description.is_empty()));
 }
