@@ -240,7 +240,7 @@ fn workload_sshd_failures_and_nginx_lines_parse() {
     let mut by_form: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
     let mut sshd_misses = Vec::new();
     for l in auth.iter().filter(|l| program_of(l) == "sshd") {
-        let msg = l.splitn(2, "]: ").nth(1).unwrap_or("");
+        let msg = l.split_once("]: ").map_or("", |x| x.1);
         let form: String = msg.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
         let slot = by_form.entry(form).or_default();
         slot.0 += 1;
@@ -370,7 +370,7 @@ fn samples() -> Vec<Sample> {
     out
 }
 
-fn field<'a>(e: &'a Event, name: &str) -> Option<String> {
+fn field(e: &Event, name: &str) -> Option<String> {
     match name {
         "time" => Some(rfc3339(e.time)),
         "parser" => Some(e.parser.to_string()),

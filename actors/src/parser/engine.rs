@@ -172,14 +172,14 @@ impl Stage {
                 .map(Vec::as_slice)
                 .unwrap_or(&[])
         };
-        let mut candidates = Merge {
+        let candidates = Merge {
             a: by_prog,
             b: &self.generic,
             all: T::ON,
             next_all: 0,
             len: self.parsers.len(),
         };
-        while let Some(i) = candidates.next() {
+        for i in candidates {
             let Some(p) = self.parsers.get(i as usize) else {
                 break;
             };

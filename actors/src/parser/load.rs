@@ -332,8 +332,8 @@ fn compile_node(
             ))
         }
         (Some(pattern), None) => {
-            let apply_on = field_ref(node.apply_on.as_deref().unwrap_or("message"), interner)
-                .map_err(|e| err(e))?;
+            let apply_on =
+                field_ref(node.apply_on.as_deref().unwrap_or("message"), interner).map_err(&err)?;
             let expanded = expand(&pattern, local, global).map_err(|e| err(e.to_string()))?;
             let re = regex::RegexBuilder::new(&expanded)
                 .size_limit(32 << 20)
@@ -363,7 +363,7 @@ fn compile_node(
                 MethodName::HttpEnrich => "meta.http_path",
             };
             let field = field_ref(node.apply_on.as_deref().unwrap_or(default_field), interner)
-                .map_err(|e| err(e))?;
+                .map_err(&err)?;
             NodeKind::Method(match method {
                 MethodName::ParseTimestamp => Method::ParseTimestamp { field },
                 MethodName::NormalizeIp => {
