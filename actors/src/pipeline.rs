@@ -24,7 +24,6 @@ pub struct PipelineStats {
 }
 
 /// Parsers and buckets.
-#[derive(Debug)]
 pub struct Pipeline {
     parsers: Arc<Parsers>,
     buckets: Buckets,
@@ -48,7 +47,7 @@ impl Pipeline {
                 self.count_overflows(&out[before..]);
             }
             Err(miss) => {
-                *self.stats.unparsed.entry(miss.log_type()).or_default() += 1;
+                *self.stats.unparsed.entry(miss.line.log_type.clone()).or_default() += 1;
             }
         }
     }

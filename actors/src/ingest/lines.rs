@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// One complete line cut from a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SplitLine {
+pub struct SplitLine {
     /// The text, terminator and trailing `\r` removed, lossily decoded.
     pub text: String,
     /// Stream offset right after this line's `\n` (or after its last byte when flushed).
