@@ -107,6 +107,25 @@ pub fn hub_list(hub: &Hub, json: bool) {
     let parsers = hub.parsers.list();
     let scenarios = hub.scenarios.list();
     if json {
+        let go = |d: Option<std::time::Duration>| d.map(palisade_proto::time::go_duration);
+        let scenarios: Vec<serde_json::Value> = scenarios
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "description": s.description,
+                    "type": s.kind.as_str(),
+                    "capacity": s.capacity,
+                    "leakspeed": go(s.leakspeed),
+                    "duration": go(s.duration),
+                    "blackhole": go(s.blackhole),
+                    "labels": s.labels,
+                    "filter": s.filter,
+                    "native": s.native,
+                    "file": s.file,
+                })
+            })
+            .collect();
         let body = serde_json::json!({ "parsers": parsers, "scenarios": scenarios });
         println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
         return;
@@ -122,9 +141,16 @@ pub fn hub_list(hub: &Hub, json: bool) {
     let _ = writeln!(w, "\nScenarios ({})", scenarios.len());
     let rows: Vec<Vec<String>> = scenarios
         .iter()
-        .map(|s| vec![s.name.clone(), s.kind.clone(), s.description.clone()])
+        .map(|s| {
+            let bucket = match (s.leakspeed, s.duration) {
+                (Some(leak), _) => format!("{} cap {} leak {}", s.kind.as_str(), s.capacity, palisade_proto::time::go_duration(leak)),
+                (None, Some(d)) => format!("{} {}", s.kind.as_str(), palisade_proto::time::go_duration(d)),
+                _ => s.kind.as_str().to_owned(),
+            };
+            vec![s.name.clone(), bucket, s.description.clone()]
+        })
         .collect();
-    let _ = table(&mut w, &["NAME", "TYPE", "DESCRIPTION"], &rows);
+    let _ = table(&mut w, &["NAME", "BUCKET", "DESCRIPTION"], &rows);
 }
 
 #[cfg(test)]
