@@ -309,6 +309,7 @@ fn throughput() {
             batch.extend(lines.iter().map(|l| line(log_type, l)));
         }
         let n = batch.len();
+        let cpu0 = thread_cpu_ns();
         let start = std::time::Instant::now();
         let mut ok = 0usize;
         for l in batch {
@@ -317,20 +318,33 @@ fn throughput() {
                 std::hint::black_box(e);
             }
         }
-        let secs = start.elapsed().as_secs_f64();
+        let wall = start.elapsed().as_secs_f64();
+        // CPU time of this thread when the kernel reports it (the machine is shared),
+        // else wall time.
+        let secs = match (cpu0, thread_cpu_ns()) {
+            (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
+            _ => wall,
+        };
         all_lines += n;
         all_secs += secs;
         eprintln!(
-            "{name:<22} {n:>8} lines {:>6.1}% parsed {:>10.0} lines/s",
+            "{name:<22} {n:>8} lines {:>6.1}% parsed {:>10.0} lines per CPU-second ({:.0} per wall second)",
             100.0 * ok as f64 / n as f64,
-            n as f64 / secs
+            n as f64 / secs,
+            n as f64 / wall
         );
     }
     eprintln!(
-        "{:<22} {all_lines:>8} lines {:>18.0} lines/s",
+        "{:<22} {all_lines:>8} lines {:>18.0} lines per CPU-second",
         "all",
         all_lines as f64 / all_secs
     );
+}
+
+/// Nanoseconds this thread has run on a CPU (Linux), from `/proc/thread-self/schedstat`.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }
 
 /// One case of `data/parsers/samples.txt`.
@@ -479,7 +493,7 @@ fn explain_and_list_describe_the_shipped_parsers() {
     let event = parse(&p, "syslog", text);
     let x = p.explain(&line("syslog", text));
     let human = x.to_string();
-    assert!(human.contains("node failed-auth: matched"), "{human}");
+    assert!(human.contains("node failed-auth-fast: matched"), "{human}");
     assert!(human.contains("palisade/nginx-logs skipped"), "{human}");
     let json = serde_json::to_value(&x).expect("serialises");
     assert_eq!(json["result"]["status"], "parsed");

@@ -8,7 +8,7 @@ use super::config::{OnSuccess, RawField};
 use super::methods::Method;
 use crate::event::{Fields, RawLine};
 use palisade_proto::Timestamp;
-use regex::Regex;
+use regex::bytes::Regex;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -352,7 +352,7 @@ impl RegexNode {
             }
         }
         if self.captures.is_empty() {
-            return if self.re.is_match(hay) {
+            return if self.re.is_match(hay.as_bytes()) {
                 Ok(())
             } else {
                 Err(if T::ON {
@@ -363,7 +363,7 @@ impl RegexNode {
             };
         }
         let mut locs = self.re.capture_locations();
-        if self.re.captures_read(&mut locs, hay).is_none() {
+        if self.re.captures_read(&mut locs, hay.as_bytes()).is_none() {
             return Err(if T::ON {
                 "pattern does not match".to_owned()
             } else {
@@ -371,7 +371,9 @@ impl RegexNode {
             });
         }
         // Load refuses captures named like the input field, so `hay` stays the same
-        // string while the captures are stored.
+        // string while the captures are stored. The regex works on bytes: a capture
+        // that would cut a UTF-8 character (possible only with `(?-u)` byte classes
+        // next to non-ASCII text) is not a `str` slice and is skipped.
         for (group, name) in &self.captures {
             let Some((start, end)) = locs.get(*group) else {
                 continue;

@@ -335,7 +335,11 @@ fn compile_node(
             let apply_on =
                 field_ref(node.apply_on.as_deref().unwrap_or("message"), interner).map_err(&err)?;
             let expanded = expand(&pattern, local, global).map_err(|e| err(e.to_string()))?;
-            let re = regex::RegexBuilder::new(&expanded)
+            // Byte regexes without Unicode classes: `\S`, `\w`, `.` are ASCII/byte
+            // classes, which keeps automata small and capture extraction fast. A
+            // pattern that needs Unicode opts in with `(?u:...)`.
+            let re = regex::bytes::RegexBuilder::new(&expanded)
+                .unicode(false)
                 .size_limit(32 << 20)
                 .build()
                 .map_err(|e| err(format!("bad regex: {e}")))?;

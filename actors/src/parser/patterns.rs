@@ -257,7 +257,10 @@ mod tests {
         for name in global.patterns.keys() {
             let re = expand(&format!("%{{{name}}}"), &PatternLibrary::default(), &global)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            regex::Regex::new(&re).unwrap_or_else(|e| panic!("{name}: {e}"));
+            regex::bytes::RegexBuilder::new(&re)
+                .unicode(false)
+                .build()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 }
