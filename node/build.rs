@@ -23,7 +23,9 @@ fn main() {
     println!("cargo:rerun-if-changed={}", hub.display());
     let mut files = Vec::new();
     walk(&hub, &mut files);
-    let mut code = String::from("/// Files of `hub/`, relative path and text.\npub static EMBEDDED: &[(&str, &str)] = &[\n");
+    let mut code = String::from(
+        "/// Files of `hub/`, relative path and text.\npub static EMBEDDED: &[(&str, &str)] = &[\n",
+    );
     for path in &files {
         println!("cargo:rerun-if-changed={}", path.display());
         let rel = path.strip_prefix(&hub).expect("walked under hub").to_string_lossy().replace('\\', "/");

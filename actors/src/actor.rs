@@ -129,7 +129,12 @@ pub struct DecisionActor {
 
 impl DecisionActor {
     /// Wraps an engine and its store. `clock` gives the wall-clock time.
-    pub fn new(engine: DecisionEngine, store: Arc<dyn Store>, outbox_keep: u64, clock: fn() -> Timestamp) -> Self {
+    pub fn new(
+        engine: DecisionEngine,
+        store: Arc<dyn Store>,
+        outbox_keep: u64,
+        clock: fn() -> Timestamp,
+    ) -> Self {
         DecisionActor { engine, store, outbox_keep, clock }
     }
 
@@ -185,7 +190,11 @@ impl Handler<ApplyOverflows> for DecisionActor {
         for (o, v) in msg.overflows.iter().zip(&verdicts) {
             log_verdict(o, v);
         }
-        self.persist(Commit { checkpoints: msg.checkpoint.into_iter().collect(), signals: msg.signals, ..Commit::default() })?;
+        self.persist(Commit {
+            checkpoints: msg.checkpoint.into_iter().collect(),
+            signals: msg.signals,
+            ..Commit::default()
+        })?;
         Ok(verdicts)
     }
 }

@@ -54,10 +54,7 @@ impl Fields {
 
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| v.as_str())
     }
 
     /// Sets `key` to `value`, replacing an earlier value.

@@ -28,11 +28,7 @@ pub struct HubError {
 impl HubError {
     /// An error at `file:line`.
     pub fn new(file: impl Into<String>, line: Option<usize>, message: impl Into<String>) -> Self {
-        HubError {
-            file: file.into(),
-            line,
-            message: message.into(),
-        }
+        HubError { file: file.into(), line, message: message.into() }
     }
 }
 

@@ -22,8 +22,8 @@ pub mod scenario;
 
 pub use event::{Event, Fields, LineBatch, Overflow, RawLine, Remediation};
 pub use hub::{HubError, HubFile};
+pub mod actor;
 pub mod decision;
+pub mod pipeline;
 pub mod reputation;
 pub mod store;
-pub mod actor;
-pub mod pipeline;

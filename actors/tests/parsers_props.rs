@@ -19,15 +19,9 @@ fn parsers() -> &'static Parsers {
                 if path.is_dir() {
                     dirs.push(path);
                 } else {
-                    let rel = path
-                        .strip_prefix(&root)
-                        .expect("under root")
-                        .to_string_lossy()
-                        .replace('\\', "/");
-                    files.push(HubFile {
-                        path: rel,
-                        text: std::fs::read_to_string(&path).expect("read"),
-                    });
+                    let rel =
+                        path.strip_prefix(&root).expect("under root").to_string_lossy().replace('\\', "/");
+                    files.push(HubFile { path: rel, text: std::fs::read_to_string(&path).expect("read") });
                 }
             }
         }
@@ -47,10 +41,7 @@ fn check(log_type: &str, text: String, received_at: i64) {
     // explain and parse agree on the outcome.
     assert_eq!(
         parsed.is_ok(),
-        matches!(
-            explained.result,
-            palisade_actors::parser::ExplainResult::Parsed { .. }
-        )
+        matches!(explained.result, palisade_actors::parser::ExplainResult::Parsed { .. })
     );
     let _ = explained.to_string();
 }
@@ -91,10 +82,7 @@ proptest! {
 #[test]
 fn huge_lines_never_panic() {
     let unit = "Failed password for invalid user from 1.2.3.4 ";
-    let huge = format!(
-        "Mar 27 13:06:56 host sshd[1]: {} from 9.9.9.9 port 22 ssh2",
-        unit.repeat(20_000)
-    );
+    let huge = format!("Mar 27 13:06:56 host sshd[1]: {} from 9.9.9.9 port 22 ssh2", unit.repeat(20_000));
     check("syslog", huge.clone(), 0);
     check("nginx", huge, 0);
     check("syslog", "\u{0}\u{FEFF}\u{10FFFF}".repeat(50_000), i64::MIN);

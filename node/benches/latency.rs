@@ -99,7 +99,9 @@ fn main() {
     let _ = node.wait();
 
     samples.sort();
-    let pct = |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).saturating_sub(1).min(samples.len() - 1)];
+    let pct = |p: f64| {
+        samples[((samples.len() as f64 * p).ceil() as usize).saturating_sub(1).min(samples.len() - 1)]
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "{{\"attacks\": {attacks}, \"latency_ms\": {{\"p50\": {:.2}, \"p90\": {:.2}, \"p99\": {:.2}, \"max\": {:.2}}}, \"idle_rss_mb\": {:.1}, \"peak_rss_mb\": {:.1}}}",

@@ -157,8 +157,11 @@ fn from_wire(request: WireRequest) -> Request {
 pub fn call(config: &NodeConfig, request: Request) -> Result<Response> {
     let socket = config.admin_socket();
     match UnixStream::connect(&socket) {
-        Ok(stream) => call_socket(stream, &request).with_context(|| format!("talking to the node at {}", socket.display())),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+        Ok(stream) => call_socket(stream, &request)
+            .with_context(|| format!("talking to the node at {}", socket.display())),
+        Err(e)
+            if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+        {
             call_offline(config, request)
         }
         Err(e) => Err(anyhow!("connecting to the node's admin socket {}: {e}", socket.display())),
@@ -174,7 +177,9 @@ fn call_socket(mut stream: UnixStream, request: &Request) -> Result<Response> {
     BufReader::new(stream).read_line(&mut reply)?;
     match serde_json::from_str::<WireResponse>(&reply).context("reading the node's reply")? {
         WireResponse::Decisions(d) => Ok(Response::Decisions(d)),
-        WireResponse::Verdict { result, decision } => Ok(Response::Verdict(verdict_from_wire(&result, decision)?)),
+        WireResponse::Verdict { result, decision } => {
+            Ok(Response::Verdict(verdict_from_wire(&result, decision)?))
+        }
         WireResponse::Error(e) => bail!("{e}"),
     }
 }
@@ -203,7 +208,8 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
         bail!("another palisade node is already serving {}", path.display());
     }
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("binding admin socket {}", path.display()))?;
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding admin socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }

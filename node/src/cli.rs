@@ -171,7 +171,11 @@ impl FilterArgs {
     }
 
     fn is_empty(&self) -> bool {
-        self.ip.is_none() && self.range.is_none() && self.scenario.is_none() && self.origin.is_none() && self.id.is_none()
+        self.ip.is_none()
+            && self.range.is_none()
+            && self.scenario.is_none()
+            && self.origin.is_none()
+            && self.id.is_none()
     }
 }
 

@@ -106,7 +106,8 @@ impl NodeConfig {
         };
         let mut config = match &chosen {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
                 Self::parse(&text, &p.display().to_string())?
             }
             None => NodeConfig::default(),
@@ -148,10 +149,16 @@ impl NodeConfig {
             return Err(ConfigError::new("data_dir", "must not be empty"));
         }
         if !matches!(self.log.format.as_str(), "plain" | "json") {
-            return Err(ConfigError::new("log.format", format!("{:?} is neither \"plain\" nor \"json\"", self.log.format)));
+            return Err(ConfigError::new(
+                "log.format",
+                format!("{:?} is neither \"plain\" nor \"json\"", self.log.format),
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(ConfigError::new("log.level", format!("{:?} is not a log level or filter", self.log.level)));
+            return Err(ConfigError::new(
+                "log.level",
+                format!("{:?} is not a log level or filter", self.log.level),
+            ));
         }
         self.ingest.validate().map_err(|e| ConfigError::new(e.key, e.message))?;
         self.decisions.compile()?;
@@ -237,7 +244,9 @@ mod tests {
         let uncommented: String = text
             .lines()
             .map(|l| match l.strip_prefix("# ") {
-                Some(rest) if rest.contains(" = ") || rest.starts_with('[') => rest.split(" #").next().unwrap_or(rest),
+                Some(rest) if rest.contains(" = ") || rest.starts_with('[') => {
+                    rest.split(" #").next().unwrap_or(rest)
+                }
                 _ => l,
             })
             .collect::<Vec<_>>()

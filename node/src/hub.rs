@@ -50,7 +50,8 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<HubFile>) -> Result<()> {
         if path.is_dir() {
             collect(root, &path, out)?;
         } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "txt")) {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
             let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             out.push(HubFile { path: rel, text });
         }

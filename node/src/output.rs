@@ -32,7 +32,8 @@ pub fn table<W: Write>(w: &mut W, header: &[&str], rows: &[Vec<String>]) -> std:
 
 /// `2026-11-25 06:00:00Z`.
 pub fn datetime(t: Timestamp) -> String {
-    chrono::DateTime::from_timestamp_millis(t.0).map_or_else(|| t.to_string(), |d| d.format("%Y-%m-%d %H:%M:%SZ").to_string())
+    chrono::DateTime::from_timestamp_millis(t.0)
+        .map_or_else(|| t.to_string(), |d| d.format("%Y-%m-%d %H:%M:%SZ").to_string())
 }
 
 fn decision_rows(list: &[Decision], now: Timestamp) -> Vec<Vec<String>> {
@@ -133,17 +134,20 @@ pub fn hub_list(hub: &Hub, json: bool) {
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
     let _ = writeln!(w, "Parsers ({}, {})", parsers.len(), hub.origin);
-    let rows: Vec<Vec<String>> = parsers
-        .iter()
-        .map(|p| vec![p.stage.clone(), p.name.clone(), p.description.clone()])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        parsers.iter().map(|p| vec![p.stage.clone(), p.name.clone(), p.description.clone()]).collect();
     let _ = table(&mut w, &["STAGE", "NAME", "DESCRIPTION"], &rows);
     let _ = writeln!(w, "\nScenarios ({})", scenarios.len());
     let rows: Vec<Vec<String>> = scenarios
         .iter()
         .map(|s| {
             let bucket = match (s.leakspeed, s.duration) {
-                (Some(leak), _) => format!("{} cap {} leak {}", s.kind.as_str(), s.capacity, palisade_proto::time::go_duration(leak)),
+                (Some(leak), _) => format!(
+                    "{} cap {} leak {}",
+                    s.kind.as_str(),
+                    s.capacity,
+                    palisade_proto::time::go_duration(leak)
+                ),
                 (None, Some(d)) => format!("{} {}", s.kind.as_str(), palisade_proto::time::go_duration(d)),
                 _ => s.kind.as_str().to_owned(),
             };
@@ -160,7 +164,8 @@ mod tests {
     #[test]
     fn tables_align() {
         let mut out = Vec::new();
-        table(&mut out, &["A", "BB"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), "wwww".into()]]).unwrap();
+        table(&mut out, &["A", "BB"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), "wwww".into()]])
+            .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "A    BB\nxxx  y\nz    wwww\n");
         assert_eq!(datetime(Timestamp(0)), "1970-01-01 00:00:00Z");
     }

@@ -3,14 +3,14 @@
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use palisade_actors::decision::{DecisionEngine, StoredDecisions, Verdict};
 use palisade_actors::decision::Allowlist;
+use palisade_actors::decision::{DecisionEngine, StoredDecisions, Verdict};
 use palisade_actors::event::{Overflow, RawLine};
+use palisade_actors::ingest::{LineSplitter, SplitLine};
 use palisade_actors::pipeline::Pipeline;
 use palisade_proto::{Decision, Timestamp};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use palisade_actors::ingest::{LineSplitter, SplitLine};
 use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -128,8 +128,10 @@ pub fn replay(config: &NodeConfig, args: &ReplayArgs) -> Result<ExitCode> {
     let progress = if !args.no_progress && !args.json && std::io::stderr().is_terminal() && total > 0 {
         let bar = ProgressBar::new(total);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta}) {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         Some(bar)
     } else {
@@ -149,7 +151,10 @@ pub fn replay(config: &NodeConfig, args: &ReplayArgs) -> Result<ExitCode> {
         let mut lines = Lines::new(reader, max_line);
         let mut n = 0u64;
         while let Some(text) = lines.next_line().with_context(|| format!("reading {}", path.display()))? {
-            pipeline.process(RawLine { source: source.clone(), log_type: log_type.clone(), text, received_at }, &mut out);
+            pipeline.process(
+                RawLine { source: source.clone(), log_type: log_type.clone(), text, received_at },
+                &mut out,
+            );
             for o in out.drain(..) {
                 // Time machine: the decision is made "when" the overflow happened.
                 let now = o.last_at;
@@ -197,7 +202,8 @@ pub fn replay(config: &NodeConfig, args: &ReplayArgs) -> Result<ExitCode> {
             writeln!(w, "{}", serde_json::to_string(&record)?)?;
         }
         for d in &decisions {
-            let record = ReplayRecord::Decision { decision: d, duration_secs: d.until.since(d.created_at).as_secs() };
+            let record =
+                ReplayRecord::Decision { decision: d, duration_secs: d.until.since(d.created_at).as_secs() };
             writeln!(w, "{}", serde_json::to_string(&record)?)?;
         }
         let summary = ReplayRecord::Summary {
@@ -268,7 +274,12 @@ pub fn explain(config: &NodeConfig, args: &ExplainArgs) -> Result<ExitCode> {
     let mut number = 0u64;
     while let Some(text) = lines.next_line()? {
         number += 1;
-        let line = RawLine { source: source.clone(), log_type: log_type.clone(), text, received_at: crate::run::wall_clock() };
+        let line = RawLine {
+            source: source.clone(),
+            log_type: log_type.clone(),
+            text,
+            received_at: crate::run::wall_clock(),
+        };
         let explanation = hub.parsers.explain(&line);
         if args.json {
             writeln!(w, "{}", serde_json::to_string(&explanation)?)?;

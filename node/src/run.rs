@@ -96,7 +96,8 @@ pub fn run(config: NodeConfig) -> Result<()> {
     let key = crate::keys::node_key(&config.data_dir)?;
     let secret = crate::keys::signal_secret(&config.data_dir)?;
     let last_seq = store.last_signal_seq().map_err(|e| anyhow!("{e}"))?;
-    let reputation = Reputation::new(key.clone(), secret, &config.reputation, last_seq, rand::rngs::OsRng.next_u64());
+    let reputation =
+        Reputation::new(key.clone(), secret, &config.reputation, last_seq, rand::rngs::OsRng.next_u64());
     let admin_listener_path = config.admin_socket();
 
     let system = actix::System::new();
@@ -107,7 +108,9 @@ pub fn run(config: NodeConfig) -> Result<()> {
         // so neither delays the other nor the sockets.
         let scenario_arbiter = Arbiter::new();
         let decision_arbiter = Arbiter::new();
-        let scenario = ScenarioActor::start_in_arbiter(&scenario_arbiter.handle(), move |_| ScenarioActor::new(pipeline));
+        let scenario = ScenarioActor::start_in_arbiter(&scenario_arbiter.handle(), move |_| {
+            ScenarioActor::new(pipeline)
+        });
         let active = engine.book().active_len();
         let store_dyn: Arc<dyn Store> = store.clone();
         let outbox_keep = config.reputation.outbox_keep;
@@ -172,7 +175,11 @@ struct Stages {
 
 impl Stages {
     /// Signs and decides on overflows, and persists them with `checkpoint`.
-    async fn settle(&self, overflows: Vec<Overflow>, checkpoint: Option<palisade_actors::event::Checkpoint>) -> Result<()> {
+    async fn settle(
+        &self,
+        overflows: Vec<Overflow>,
+        checkpoint: Option<palisade_actors::event::Checkpoint>,
+    ) -> Result<()> {
         if overflows.is_empty() && checkpoint.is_none() {
             return Ok(());
         }
@@ -182,7 +189,10 @@ impl Stages {
         } else {
             self.reputation.send(SignOverflows(overflows.clone())).await?
         };
-        self.decisions.send(ApplyOverflows { overflows, signals, checkpoint }).await?.map_err(|e| anyhow!("{e}"))?;
+        self.decisions
+            .send(ApplyOverflows { overflows, signals, checkpoint })
+            .await?
+            .map_err(|e| anyhow!("{e}"))?;
         Ok(())
     }
 }

@@ -98,7 +98,10 @@ impl Store for RocksStore {
         for item in self.db.iterator_cf(self.cf(CF_OFFENCES)?, IteratorMode::Start) {
             let (key, value) = item.map_err(err("reading offences"))?;
             let times: Vec<i64> = Self::decode(&value, "offence")?;
-            out.offences.push((String::from_utf8_lossy(&key).into_owned(), times.into_iter().map(Timestamp).collect()));
+            out.offences.push((
+                String::from_utf8_lossy(&key).into_owned(),
+                times.into_iter().map(Timestamp).collect(),
+            ));
         }
         out.last_id = self.u64_at(CF_META, LAST_DECISION_ID)?;
         Ok(out)

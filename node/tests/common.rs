@@ -151,7 +151,11 @@ pub fn decisions(dir: &NodeDir) -> Vec<serde_json::Value> {
 }
 
 /// Polls until `pred` holds for the decision list, or panics after `timeout`.
-pub fn wait_for_decisions(dir: &NodeDir, timeout: Duration, pred: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+pub fn wait_for_decisions(
+    dir: &NodeDir,
+    timeout: Duration,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + timeout;
     loop {
         let list = decisions(dir);

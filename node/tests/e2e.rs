@@ -24,7 +24,8 @@ fn attack_is_banned_and_survives_rotation_and_kill9() {
 
     // A brute force: the 6th failure in a burst overflows palisade/ssh-bf (capacity 5).
     append(&log, &ssh_failures("198.51.100.10", 6, 40000));
-    let list = wait_for_decisions(&dir, Duration::from_secs(5), |l| values(l).contains(&"198.51.100.10".to_owned()));
+    let list =
+        wait_for_decisions(&dir, Duration::from_secs(5), |l| values(l).contains(&"198.51.100.10".to_owned()));
     let d = list.iter().find(|d| d["value"] == "198.51.100.10").unwrap();
     assert_eq!(d["origin"], "palisade");
     assert_eq!(d["type"], "ban");
@@ -48,7 +49,8 @@ fn attack_is_banned_and_survives_rotation_and_kill9() {
     node.kill9();
     append(&log, &ssh_failures("192.0.2.200", 6, 43000));
     let node = dir.start();
-    let list = wait_for_decisions(&dir, Duration::from_secs(5), |l| values(l).contains(&"192.0.2.200".to_owned()));
+    let list =
+        wait_for_decisions(&dir, Duration::from_secs(5), |l| values(l).contains(&"192.0.2.200".to_owned()));
     assert_eq!(
         values(&list),
         vec!["192.0.2.200", "198.51.100.10", "2001:db8::77", "203.0.113.30"],
@@ -102,7 +104,8 @@ fn replay_and_run_make_the_same_decisions() {
     let node = dir.start();
     append(&dir.path("logs/auth.log"), &lines);
     let expected_values: Vec<String> = {
-        let mut v: Vec<String> = replayed.iter().map(|r| r.split(' ').next().unwrap().trim_matches('"').to_owned()).collect();
+        let mut v: Vec<String> =
+            replayed.iter().map(|r| r.split(' ').next().unwrap().trim_matches('"').to_owned()).collect();
         v.sort();
         v.dedup();
         v
@@ -126,7 +129,8 @@ fn replay_and_run_make_the_same_decisions() {
 #[test]
 fn broken_config_and_hub_stop_startup_with_location() {
     let dir = NodeDir::new();
-    std::fs::write(dir.path("config.toml"), "data_dir = \"/tmp/x\"\n[decisions]\ndefault_duration = 4\n").unwrap();
+    std::fs::write(dir.path("config.toml"), "data_dir = \"/tmp/x\"\n[decisions]\ndefault_duration = 4\n")
+        .unwrap();
     let out = dir.cli(&["config", "check"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -135,7 +139,8 @@ fn broken_config_and_hub_stop_startup_with_location() {
     let hub = dir.path("hub");
     std::fs::create_dir_all(hub.join("scenarios")).unwrap();
     std::fs::create_dir_all(hub.join("parsers/s01-parse")).unwrap();
-    std::fs::write(hub.join("parsers/s01-parse/bad.yaml"), "name: x\nnodes:\n  - pattern: '(unclosed'\n").unwrap();
+    std::fs::write(hub.join("parsers/s01-parse/bad.yaml"), "name: x\nnodes:\n  - pattern: '(unclosed'\n")
+        .unwrap();
     dir.write_config(&format!("hub_dir = {:?}\n", hub.display().to_string()));
     let out = dir.cli(&["config", "check"]);
     assert!(!out.status.success());
@@ -153,6 +158,7 @@ fn config_check_and_hub_list_work_on_defaults() {
     let out = dir.cli(&["hub", "list", "--json"]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = v["scenarios"].as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
+    let names: Vec<&str> =
+        v["scenarios"].as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
     assert!(names.iter().any(|n| n.contains("ssh")), "{names:?}");
 }

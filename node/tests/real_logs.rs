@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 fn shared_data(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/elastic-examples").join(name);
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/elastic-examples").join(name);
     assert!(path.exists(), "{} is missing: the repository is cloned with shared/ beside it", path.display());
     path
 }
@@ -31,9 +32,18 @@ fn real_auth_log_brute_forcers_are_caught() {
     assert_eq!(summary["lines"], 7121);
     // Every sshd line is recognised; the other programs (CRON, systemd...) need not be.
     assert!(summary["parsed"].as_u64().unwrap() > 3000, "{summary}");
-    let flagged: BTreeSet<&str> = records.iter().filter(|r| r["kind"] == "alert").filter_map(|r| r["value"].as_str()).collect();
+    let flagged: BTreeSet<&str> =
+        records.iter().filter(|r| r["kind"] == "alert").filter_map(|r| r["value"].as_str()).collect();
     // The addresses with the most failed logins in the file, each in bursts.
-    for ip in ["24.151.103.17", "91.197.232.109", "34.204.227.175", "49.4.143.105", "201.178.81.113", "122.163.61.218", "181.26.186.35"] {
+    for ip in [
+        "24.151.103.17",
+        "91.197.232.109",
+        "34.204.227.175",
+        "49.4.143.105",
+        "201.178.81.113",
+        "122.163.61.218",
+        "181.26.186.35",
+    ] {
         assert!(flagged.contains(ip), "{ip} not caught; flagged: {flagged:?}");
     }
     let decisions: BTreeSet<&str> =

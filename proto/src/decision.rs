@@ -275,10 +275,7 @@ mod tests {
         assert_eq!(parse_target(&Scope::Ip, "192.0.2.1").unwrap().to_string(), "192.0.2.1/32");
         assert_eq!(parse_target(&Scope::Ip, "::ffff:192.0.2.1").unwrap().to_string(), "192.0.2.1/32");
         assert_eq!(parse_target(&Scope::Range, "10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(
-            parse_target(&Scope::Range, "::ffff:10.1.2.3/120").unwrap().to_string(),
-            "10.1.2.0/24"
-        );
+        assert_eq!(parse_target(&Scope::Range, "::ffff:10.1.2.3/120").unwrap().to_string(), "10.1.2.0/24");
         assert_eq!(parse_target(&Scope::Range, "2001:db8::1/32").unwrap().to_string(), "2001:db8::/32");
         assert!(parse_target(&Scope::Ip, "10.0.0.0/8").is_err());
         assert!(parse_target(&Scope::Range, "nonsense").is_err());

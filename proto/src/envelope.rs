@@ -142,10 +142,7 @@ mod tests {
     fn arb_message() -> impl Strategy<Value = Message> {
         proptest::collection::vec((arb_signal(), any::<[u8; 32]>()), 0..20).prop_map(|items| {
             Message::Signals(
-                items
-                    .into_iter()
-                    .map(|(signal, seed)| signal.sign(&NodeKey::from_bytes(&seed)))
-                    .collect(),
+                items.into_iter().map(|(signal, seed)| signal.sign(&NodeKey::from_bytes(&seed))).collect(),
             )
         })
     }

@@ -142,9 +142,8 @@ impl SealKey {
         rng.fill_bytes(&mut nonce);
         let plain = encode_ip(canonical_ip(ip));
         let cipher = XChaCha20Poly1305::new((&self.0).into());
-        let sealed = cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &plain, aad })
-            .unwrap_or_default();
+        let sealed =
+            cipher.encrypt(XNonce::from_slice(&nonce), Payload { msg: &plain, aad }).unwrap_or_default();
         let mut ciphertext = [0u8; 33];
         // Encryption of a 17-byte message always yields 33 bytes; copy defensively.
         let n = sealed.len().min(33);
@@ -156,10 +155,7 @@ impl SealKey {
     pub fn open(&self, sealed: &SealedIp, aad: &[u8]) -> Result<IpAddr, SealError> {
         let cipher = XChaCha20Poly1305::new((&self.0).into());
         let plain = cipher
-            .decrypt(
-                XNonce::from_slice(&sealed.nonce),
-                Payload { msg: &sealed.ciphertext, aad },
-            )
+            .decrypt(XNonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad })
             .map_err(|_| SealError)?;
         decode_ip(&plain).ok_or(SealError)
     }

@@ -151,9 +151,11 @@ pub fn verify_batch(signals: &[SignedSignal]) -> Vec<Result<(), VerifyError>> {
     let mut signatures = Vec::new();
     let mut keys: Vec<VerifyingKey> = Vec::new();
     for s in signals {
-        let checked = s.signal.validate().map_err(VerifyError::from).and_then(|()| {
-            s.signal.origin.verifying_key().ok_or(VerifyError::BadOrigin)
-        });
+        let checked = s
+            .signal
+            .validate()
+            .map_err(VerifyError::from)
+            .and_then(|()| s.signal.origin.verifying_key().ok_or(VerifyError::BadOrigin));
         match checked {
             Ok(key) => {
                 messages.push(s.signal.signing_bytes());

@@ -199,9 +199,7 @@ impl DecisionBook {
 
     /// Tombstones that ended in `(since, upto]`, by end time.
     pub fn ended_between(&self, since: Timestamp, upto: Timestamp) -> impl Iterator<Item = &Decision> {
-        self.ended
-            .range((since, u64::MAX)..=(upto, u64::MAX))
-            .filter_map(|(_, id)| self.by_id.get(id))
+        self.ended.range((since, u64::MAX)..=(upto, u64::MAX)).filter_map(|(_, id)| self.by_id.get(id))
     }
 
     /// All tombstones, by end time.

@@ -160,7 +160,10 @@ impl DecisionConfig {
         let default_duration = duration_at("decisions.default_duration", &self.default_duration)?;
         let max_duration = duration_at("decisions.max_duration", &self.max_duration)?;
         if max_duration < default_duration {
-            return Err(ConfigError::new("decisions.max_duration", "is shorter than decisions.default_duration"));
+            return Err(ConfigError::new(
+                "decisions.max_duration",
+                "is shorter than decisions.default_duration",
+            ));
         }
         if !(1.0..=100.0).contains(&self.repeat_factor) {
             return Err(ConfigError::new("decisions.repeat_factor", "must be between 1.0 (off) and 100"));
@@ -207,10 +210,13 @@ impl AllowlistConfig {
         let mut nets = Vec::new();
         for (i, text) in self.cidrs.iter().enumerate() {
             let text = text.trim();
-            let net = text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| ConfigError::new(format!("allowlist.cidrs[{i}]"), format!("{text:?} is not an IP address or CIDR range")))?;
+            let net =
+                text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+                    ConfigError::new(
+                        format!("allowlist.cidrs[{i}]"),
+                        format!("{text:?} is not an IP address or CIDR range"),
+                    )
+                })?;
             nets.push(net);
         }
         if self.loopback {

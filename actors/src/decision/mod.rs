@@ -153,10 +153,7 @@ impl DecisionFilter {
             && self.kind.as_ref().is_none_or(|k| &d.kind == k)
             && self.origin.as_ref().is_none_or(|o| &d.origin == o)
             && self.id.is_none_or(|id| d.id == id)
-            && self
-                .scenario
-                .as_ref()
-                .is_none_or(|s| d.scenario.to_lowercase().contains(&s.to_lowercase()))
+            && self.scenario.as_ref().is_none_or(|s| d.scenario.to_lowercase().contains(&s.to_lowercase()))
     }
 }
 
@@ -188,7 +185,13 @@ pub struct DecisionEngine {
 
 impl DecisionEngine {
     /// An engine holding `stored` state. `seed` drives decision UUIDs.
-    pub fn new(policy: Policy, allowlist: Allowlist, stored: StoredDecisions, now: Timestamp, seed: u64) -> Self {
+    pub fn new(
+        policy: Policy,
+        allowlist: Allowlist,
+        stored: StoredDecisions,
+        now: Timestamp,
+        seed: u64,
+    ) -> Self {
         let book = DecisionBook::from_stored(stored.decisions, now);
         let last_id = stored.last_id.max(book.max_id());
         let book = SharedBook::new(book);
@@ -240,10 +243,8 @@ impl DecisionEngine {
         if profile.is_some_and(|p| p.no_decision) {
             return Verdict::NoDecision;
         }
-        let base = profile
-            .and_then(|p| p.duration)
-            .or(remediation.duration)
-            .unwrap_or(self.policy.default_duration);
+        let base =
+            profile.and_then(|p| p.duration).or(remediation.duration).unwrap_or(self.policy.default_duration);
         let kind = profile.and_then(|p| p.kind.clone()).unwrap_or_else(|| remediation.kind.clone());
         let simulated = self.policy.simulation || profile.is_some_and(|p| p.simulated);
         let target = match parse_target(&overflow.scope, &overflow.value) {
@@ -257,7 +258,11 @@ impl DecisionEngine {
         let key = DecisionKey { scope: overflow.scope.clone(), value: value.clone(), kind: kind.clone() };
         // A repeat offender is one who comes back after a ban ended: overflows of other
         // scenarios during the same attack (while a ban is active) do not multiply.
-        let duration = if self.book.read().active(&key).is_some() { base } else { self.repeat_duration(&value, base, now) };
+        let duration = if self.book.read().active(&key).is_some() {
+            base
+        } else {
+            self.repeat_duration(&value, base, now)
+        };
         let request = NewDecision {
             origin: Origin::Palisade,
             kind,
@@ -300,7 +305,11 @@ impl DecisionEngine {
 
     fn apply(&mut self, request: NewDecision, now: Timestamp) -> Verdict {
         let until = now.saturating_add(request.duration);
-        let key = DecisionKey { scope: request.scope.clone(), value: request.value.clone(), kind: request.kind.clone() };
+        let key = DecisionKey {
+            scope: request.scope.clone(),
+            value: request.value.clone(),
+            kind: request.kind.clone(),
+        };
         let existing = self.book.read().active(&key).cloned();
         if let Some(existing) = &existing {
             if existing.until >= until {
@@ -377,13 +386,13 @@ impl DecisionEngine {
 
     fn repeat_duration(&self, value: &str, base: Duration, now: Timestamp) -> Duration {
         let horizon = now.saturating_sub(self.policy.repeat_window);
-        let previous = self
-            .offences
-            .get(value)
-            .map_or(0, |times| times.iter().filter(|t| **t >= horizon).count());
+        let previous =
+            self.offences.get(value).map_or(0, |times| times.iter().filter(|t| **t >= horizon).count());
         let factor = self.policy.repeat_factor.powi(i32::try_from(previous).unwrap_or(i32::MAX));
         let scaled = base.as_secs_f64() * factor;
-        let capped = scaled.min(self.policy.max_duration.as_secs_f64()).max(base.as_secs_f64().min(self.policy.max_duration.as_secs_f64()));
+        let capped = scaled
+            .min(self.policy.max_duration.as_secs_f64())
+            .max(base.as_secs_f64().min(self.policy.max_duration.as_secs_f64()));
         Duration::from_secs_f64(capped)
     }
 

@@ -42,9 +42,7 @@ fn default_ban_is_four_hours() {
 
 #[test]
 fn one_active_decision_per_key_extended_not_duplicated() {
-    let mut config = DecisionConfig::default();
-    config.repeat_factor = 1.0;
-    let mut e = engine(config);
+    let mut e = engine(DecisionConfig { repeat_factor: 1.0, ..Default::default() });
     let first = e.on_overflow(&overflow("a", "198.51.100.1"), t(0));
     let again = e.on_overflow(&overflow("a", "198.51.100.1"), t(0));
     assert!(matches!(again, Verdict::AlreadyCovered(_)), "{again:?}");
@@ -141,7 +139,10 @@ fn profiles_pick_duration_type_and_skip() {
         ..Default::default()
     };
     let mut e = engine(config);
-    assert_eq!(e.on_overflow(&overflow("palisade/http-crawl-non-statics", "198.51.100.1"), t(0)), Verdict::NoDecision);
+    assert_eq!(
+        e.on_overflow(&overflow("palisade/http-crawl-non-statics", "198.51.100.1"), t(0)),
+        Verdict::NoDecision
+    );
     let d = e.on_overflow(&overflow("palisade/ssh-bf", "198.51.100.1"), t(0)).decision().unwrap().clone();
     assert_eq!((d.until, d.kind, d.simulated), (t(12 * H), DecisionType::Captcha, true));
     let mut o = overflow("palisade/http-probing", "198.51.100.2");
@@ -191,7 +192,8 @@ fn restart_restores_state_and_ids_never_repeat() {
     let changes = e.take_changes();
     let stored = StoredDecisions { decisions: changes.upserts, offences: changes.offences, last_id: 5 };
     let allow = Allowlist::default();
-    let mut again = DecisionEngine::new(DecisionConfig::default().compile().unwrap(), allow, stored, t(10), 2);
+    let mut again =
+        DecisionEngine::new(DecisionConfig::default().compile().unwrap(), allow, stored, t(10), 2);
     assert_eq!(again.book().active_len(), 2);
     let d = again.on_overflow(&overflow("a", "198.51.100.3"), t(20)).decision().unwrap().clone();
     assert_eq!(d.id, 6);

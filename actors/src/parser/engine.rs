@@ -26,13 +26,7 @@ pub(crate) struct Work {
 
 impl Work {
     pub(crate) fn new(line: RawLine) -> Self {
-        Work {
-            line,
-            meta: Fields::new(),
-            parsed: Fields::new(),
-            time: None,
-            parser: None,
-        }
+        Work { line, meta: Fields::new(), parsed: Fields::new(), time: None, parser: None }
     }
 
     /// The value of a field, if set.
@@ -141,12 +135,7 @@ impl Stage {
                 None => generic.push(i),
             }
         }
-        Stage {
-            name,
-            parsers,
-            by_program,
-            generic,
-        }
+        Stage { name, parsers, by_program, generic }
     }
 
     /// Runs the stage. `Ok(())` when a parser matched.
@@ -166,19 +155,10 @@ impl Stage {
         let by_prog: &[u32] = if T::ON {
             &[]
         } else {
-            w.parsed
-                .get("program")
-                .and_then(|p| self.by_program.get(p))
-                .map(Vec::as_slice)
-                .unwrap_or(&[])
+            w.parsed.get("program").and_then(|p| self.by_program.get(p)).map(Vec::as_slice).unwrap_or(&[])
         };
-        let candidates = Merge {
-            a: by_prog,
-            b: &self.generic,
-            all: T::ON,
-            next_all: 0,
-            len: self.parsers.len(),
-        };
+        let candidates =
+            Merge { a: by_prog, b: &self.generic, all: T::ON, next_all: 0, len: self.parsers.len() };
         for i in candidates {
             let Some(p) = self.parsers.get(i as usize) else {
                 break;
@@ -332,20 +312,13 @@ impl RegexNode {
     /// Matches and stores captures into parsed fields.
     fn run<T: Tracer>(&self, w: &mut Work, t: &mut T) -> Result<(), String> {
         let Some(hay) = w.get(&self.apply_on) else {
-            return Err(if T::ON {
-                format!("{} is not set", self.apply_on)
-            } else {
-                String::new()
-            });
+            return Err(if T::ON { format!("{} is not set", self.apply_on) } else { String::new() });
         };
         if let Some(prefixes) = &self.prefixes {
             let bytes = hay.as_bytes();
             if !prefixes.iter().any(|p| bytes.starts_with(p)) {
                 return Err(if T::ON {
-                    format!(
-                        "{} does not start with a literal the pattern needs",
-                        self.apply_on
-                    )
+                    format!("{} does not start with a literal the pattern needs", self.apply_on)
                 } else {
                     String::new()
                 });
@@ -355,20 +328,12 @@ impl RegexNode {
             return if self.re.is_match(hay.as_bytes()) {
                 Ok(())
             } else {
-                Err(if T::ON {
-                    "pattern does not match".to_owned()
-                } else {
-                    String::new()
-                })
+                Err(if T::ON { "pattern does not match".to_owned() } else { String::new() })
             };
         }
         let mut locs = self.re.capture_locations();
         if self.re.captures_read(&mut locs, hay.as_bytes()).is_none() {
-            return Err(if T::ON {
-                "pattern does not match".to_owned()
-            } else {
-                String::new()
-            });
+            return Err(if T::ON { "pattern does not match".to_owned() } else { String::new() });
         }
         // Load refuses captures named like the input field, so `hay` stays the same
         // string while the captures are stored. The regex works on bytes: a capture
@@ -400,11 +365,9 @@ impl Node {
             NodeKind::Regex(r) => r.run(w, t),
             NodeKind::Method(m) => match m.run(w, t) {
                 Outcome::Matched => Ok(()),
-                Outcome::NoMatch => Err(if T::ON {
-                    format!("{} does not apply", m.name())
-                } else {
-                    String::new()
-                }),
+                Outcome::NoMatch => {
+                    Err(if T::ON { format!("{} does not apply", m.name()) } else { String::new() })
+                }
                 Outcome::Reject(reason) => {
                     if T::ON {
                         t.node_end(format!("rejected: {reason}"));
@@ -569,10 +532,9 @@ impl Cond {
         match self {
             Cond::LogType(v) => v.iter().any(|x| **x == *w.line.log_type),
             Cond::NotLogType(v) => !v.iter().any(|x| **x == *w.line.log_type),
-            Cond::ProgramPrefix(v) => w
-                .parsed
-                .get("program")
-                .is_some_and(|p| v.iter().any(|x| p.starts_with(&**x))),
+            Cond::ProgramPrefix(v) => {
+                w.parsed.get("program").is_some_and(|p| v.iter().any(|x| p.starts_with(&**x)))
+            }
             Cond::Is(f, v) => w.get(f).is_some_and(|val| v.iter().any(|x| &**x == val)),
             Cond::Has(f) => w.get(f).is_some(),
         }

@@ -110,11 +110,7 @@ impl Tracer for ExplainTracer {
     const ON: bool = true;
 
     fn stage(&mut self, name: &str) {
-        self.stages.push(StageTrace {
-            stage: name.to_owned(),
-            parsers: Vec::new(),
-            matched: false,
-        });
+        self.stages.push(StageTrace { stage: name.to_owned(), parsers: Vec::new(), matched: false });
     }
 
     fn stage_end(&mut self, matched: bool) {
@@ -129,11 +125,7 @@ impl Tracer for ExplainTracer {
             s.parsers.push(ParserTrace {
                 parser: parser.name.to_string(),
                 file: parser.file.clone(),
-                outcome: if filter_rejection.is_some() {
-                    "skipped".into()
-                } else {
-                    String::new()
-                },
+                outcome: if filter_rejection.is_some() { "skipped".into() } else { String::new() },
                 skipped: filter_rejection,
                 nodes: Vec::new(),
                 set: Vec::new(),
@@ -155,12 +147,7 @@ impl Tracer for ExplainTracer {
         let Some(p) = self.stages.last_mut().and_then(|s| s.parsers.last_mut()) else {
             return;
         };
-        p.nodes.push(NodeTrace {
-            node: label.to_owned(),
-            depth,
-            outcome: String::new(),
-            set: Vec::new(),
-        });
+        p.nodes.push(NodeTrace { node: label.to_owned(), depth, outcome: String::new(), set: Vec::new() });
         let idx = p.nodes.len() - 1;
         self.open.push(idx);
     }
@@ -175,10 +162,7 @@ impl Tracer for ExplainTracer {
     fn set(&mut self, field: String, value: &str) {
         let open = self.open.last().copied();
         let Some(p) = self.parser_mut() else { return };
-        let fv = FieldValue {
-            field,
-            value: value.to_owned(),
-        };
+        let fv = FieldValue { field, value: value.to_owned() };
         match open.and_then(|i| p.nodes.get_mut(i)) {
             Some(n) => n.set.push(fv),
             None => p.set.push(fv),
@@ -191,12 +175,7 @@ impl fmt::Display for Explanation {
         writeln!(f, "line:     {}", self.line)?;
         writeln!(f, "log type: {}", self.log_type)?;
         for stage in &self.stages {
-            writeln!(
-                f,
-                "stage {} ({})",
-                stage.stage,
-                if stage.matched { "passed" } else { "FAILED" }
-            )?;
+            writeln!(f, "stage {} ({})", stage.stage, if stage.matched { "passed" } else { "FAILED" })?;
             for p in &stage.parsers {
                 let mark = match p.outcome.as_str() {
                     "matched" => '+',
@@ -220,12 +199,7 @@ impl fmt::Display for Explanation {
             }
         }
         match &self.result {
-            ExplainResult::Parsed {
-                parser,
-                time,
-                meta,
-                parsed,
-            } => {
+            ExplainResult::Parsed { parser, time, meta, parsed } => {
                 writeln!(f, "result: parsed by {parser}, time {time}")?;
                 for m in meta {
                     writeln!(f, "  meta.{} = {:?}", m.field, m.value)?;
@@ -234,9 +208,7 @@ impl fmt::Display for Explanation {
                     writeln!(f, "  parsed.{} = {:?}", p.field, p.value)?;
                 }
             }
-            ExplainResult::Missed { stage, reason } => {
-                writeln!(f, "result: MISSED at {stage}: {reason}")?
-            }
+            ExplainResult::Missed { stage, reason } => writeln!(f, "result: MISSED at {stage}: {reason}")?,
         }
         Ok(())
     }

@@ -18,11 +18,7 @@ pub(crate) enum Method {
     NormalizeIp { field: FieldRef },
     /// Splits the request target in the field (default `meta.http_path`) into parsed
     /// `http_args`, `file_dir`, `file_name`, `file_ext` and `static_ressource`.
-    HttpEnrich {
-        field: FieldRef,
-        static_extensions: Vec<Box<str>>,
-        names: HttpNames,
-    },
+    HttpEnrich { field: FieldRef, static_extensions: Vec<Box<str>>, names: HttpNames },
 }
 
 /// Interned names of the fields `http_enrich` sets.
@@ -46,9 +42,7 @@ impl Method {
     pub(crate) fn run<T: Tracer>(&self, w: &mut Work, t: &mut T) -> Outcome {
         match self {
             Method::ParseTimestamp { field } => {
-                let parsed = w
-                    .get(field)
-                    .and_then(|s| timestamp::parse(s, w.line.received_at));
+                let parsed = w.get(field).and_then(|s| timestamp::parse(s, w.line.received_at));
                 w.time = parsed;
                 if T::ON {
                     match parsed {
@@ -59,9 +53,8 @@ impl Method {
                                 "{} (received_at: {} is {})",
                                 timestamp::format_rfc3339(w.line.received_at),
                                 field,
-                                w.get(field).map_or("unset".to_owned(), |v| format!(
-                                    "{v:?}, not a known format"
-                                ))
+                                w.get(field)
+                                    .map_or("unset".to_owned(), |v| format!("{v:?}, not a known format"))
                             ),
                         ),
                     }
@@ -84,11 +77,7 @@ impl Method {
                     Err(()) => Outcome::Reject(format!("{field} {value:?} is not an IP address")),
                 }
             }
-            Method::HttpEnrich {
-                field,
-                static_extensions,
-                names,
-            } => {
+            Method::HttpEnrich { field, static_extensions, names } => {
                 let Some(target) = w.get(field) else {
                     return Outcome::NoMatch;
                 };
@@ -98,10 +87,7 @@ impl Method {
                     (&names.dir, parts.dir.to_owned()),
                     (&names.name, parts.name.to_owned()),
                     (&names.ext, parts.ext),
-                    (
-                        &names.static_ressource,
-                        if parts.is_static { "true" } else { "false" }.to_owned(),
-                    ),
+                    (&names.static_ressource, if parts.is_static { "true" } else { "false" }.to_owned()),
                 ];
                 for (name, value) in parts {
                     if T::ON {
@@ -138,11 +124,7 @@ pub(crate) fn canonical_ip(text: &str) -> Result<Option<String>, ()> {
         }
     }
     if let Some((addr, zone)) = s.split_once('%') {
-        if !zone.is_empty()
-            && zone
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-        {
+        if !zone.is_empty() && zone.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
             s = addr;
         }
     }
@@ -175,10 +157,7 @@ struct StackStr {
 
 impl Default for StackStr {
     fn default() -> Self {
-        StackStr {
-            buf: [0; 64],
-            len: 0,
-        }
+        StackStr { buf: [0; 64], len: 0 }
     }
 }
 
@@ -237,13 +216,7 @@ pub(crate) fn split_target<'a>(target: &'a str, static_extensions: &[Box<str>]) 
         _ => String::new(),
     };
     let is_static = !ext.is_empty() && static_extensions.iter().any(|e| **e == *ext);
-    TargetParts {
-        args,
-        dir,
-        name,
-        ext,
-        is_static,
-    }
+    TargetParts { args, dir, name, ext, is_static }
 }
 
 #[cfg(test)]
@@ -255,18 +228,9 @@ mod tests {
         assert_eq!(canonical_ip("1.2.3.4"), Ok(None));
         assert_eq!(canonical_ip("2001:db8::1"), Ok(None));
         assert_eq!(canonical_ip("::ffff:1.2.3.4"), Ok(Some("1.2.3.4".into())));
-        assert_eq!(
-            canonical_ip("2001:DB8:0:0:0:0:0:1"),
-            Ok(Some("2001:db8::1".into()))
-        );
-        assert_eq!(
-            canonical_ip("[2001:db8::1]"),
-            Ok(Some("2001:db8::1".into()))
-        );
-        assert_eq!(
-            canonical_ip("[2001:db8::1]:443"),
-            Ok(Some("2001:db8::1".into()))
-        );
+        assert_eq!(canonical_ip("2001:DB8:0:0:0:0:0:1"), Ok(Some("2001:db8::1".into())));
+        assert_eq!(canonical_ip("[2001:db8::1]"), Ok(Some("2001:db8::1".into())));
+        assert_eq!(canonical_ip("[2001:db8::1]:443"), Ok(Some("2001:db8::1".into())));
         assert_eq!(canonical_ip("1.2.3.4:5678"), Ok(Some("1.2.3.4".into())));
         assert_eq!(canonical_ip("fe80::1%eth0"), Ok(Some("fe80::1".into())));
         assert_eq!(canonical_ip(" 1.2.3.4 "), Ok(Some("1.2.3.4".into())));
@@ -294,22 +258,13 @@ mod tests {
             ("/static", "Main.CSS", ".css", "v=3&x=1", true)
         );
         let p = split_target("/", &exts);
-        assert_eq!(
-            (p.dir, p.name, p.ext.as_str(), p.args, p.is_static),
-            ("/", "", "", "", false)
-        );
+        assert_eq!((p.dir, p.name, p.ext.as_str(), p.args, p.is_static), ("/", "", "", "", false));
         let p = split_target("/wp-login.php", &exts);
-        assert_eq!(
-            (p.dir, p.name, p.ext.as_str()),
-            ("/", "wp-login.php", ".php")
-        );
+        assert_eq!((p.dir, p.name, p.ext.as_str()), ("/", "wp-login.php", ".php"));
         let p = split_target("/a/b/", &exts);
         assert_eq!((p.dir, p.name), ("/a/b", ""));
         let p = split_target("http://evil.example/x/y.png?q", &exts);
-        assert_eq!(
-            (p.dir, p.name, p.args, p.is_static),
-            ("/x", "y.png", "q", true)
-        );
+        assert_eq!((p.dir, p.name, p.args, p.is_static), ("/x", "y.png", "q", true));
         let p = split_target("*", &exts);
         assert_eq!((p.dir, p.name), (".", "*"));
         let p = split_target("/file.", &exts);

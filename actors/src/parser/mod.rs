@@ -138,9 +138,7 @@ impl Parsers {
     /// Broken YAML, an unknown key, an unknown pattern or a bad regex is a [`HubError`]
     /// with the file, the 1-based line and the reason.
     pub fn load(files: &[HubFile]) -> Result<Parsers, HubError> {
-        Ok(Parsers {
-            stages: load::load(files)?,
-        })
+        Ok(Parsers { stages: load::load(files)? })
     }
 
     /// Runs the stages over a line: the event, or the miss saying which stage failed.
@@ -148,11 +146,7 @@ impl Parsers {
         let mut w = Work::new(line);
         for stage in &self.stages {
             if let Err(failure) = stage.run(&mut w, &mut NoTrace, &*stage.name == PROGRAM_STAGE) {
-                return Err(ParseMiss {
-                    stage: stage.name.clone(),
-                    reason: failure.into(),
-                    line: w.line,
-                });
+                return Err(ParseMiss { stage: stage.name.clone(), reason: failure.into(), line: w.line });
             }
         }
         Ok(finish(w))
@@ -178,12 +172,7 @@ impl Parsers {
             None => {
                 let event = finish(w);
                 let fields = |f: &crate::event::Fields| {
-                    f.iter()
-                        .map(|(k, v)| FieldValue {
-                            field: k.to_owned(),
-                            value: v.to_owned(),
-                        })
-                        .collect()
+                    f.iter().map(|(k, v)| FieldValue { field: k.to_owned(), value: v.to_owned() }).collect()
                 };
                 ExplainResult::Parsed {
                     parser: event.parser.to_string(),

@@ -36,9 +36,7 @@ impl PatternLibrary {
     /// The built-in library.
     pub(crate) fn builtin() -> Result<Self, serde_yaml::Error> {
         let patterns: BTreeMap<String, String> = serde_yaml::from_str(BUILTIN_PATTERNS)?;
-        Ok(PatternLibrary {
-            patterns: patterns.into_iter().collect(),
-        })
+        Ok(PatternLibrary { patterns: patterns.into_iter().collect() })
     }
 
     /// Adds (or replaces) a pattern.
@@ -69,11 +67,7 @@ pub(crate) fn expand(
     Ok(out)
 }
 
-fn lookup<'a>(
-    name: &str,
-    local: &'a PatternLibrary,
-    global: &'a PatternLibrary,
-) -> Option<&'a str> {
+fn lookup<'a>(name: &str, local: &'a PatternLibrary, global: &'a PatternLibrary) -> Option<&'a str> {
     local.get(name).or_else(|| global.get(name))
 }
 
@@ -89,20 +83,17 @@ fn expand_into(
     while let Some(pos) = find_reference(rest) {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 2..];
-        let end = after.find('}').ok_or_else(|| PatternError::Malformed {
-            text: rest[pos..].chars().take(40).collect(),
-        })?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| PatternError::Malformed { text: rest[pos..].chars().take(40).collect() })?;
         let inner = &after[..end];
         let (name, field) = match inner.split_once(':') {
             Some((n, f)) => (n, Some(f)),
             None => (inner, None),
         };
-        let valid =
-            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid(name) || field.is_some_and(|f| !valid(f)) {
-            return Err(PatternError::Malformed {
-                text: format!("%{{{inner}}}"),
-            });
+            return Err(PatternError::Malformed { text: format!("%{{{inner}}}") });
         }
         let body = expanded(name, local, global, stack, memo)?;
         match field {
@@ -137,9 +128,7 @@ fn expanded(
         chain.push(name.to_owned());
         return Err(PatternError::Cycle { chain });
     }
-    let body = lookup(name, local, global).ok_or_else(|| PatternError::Unknown {
-        name: name.to_owned(),
-    })?;
+    let body = lookup(name, local, global).ok_or_else(|| PatternError::Unknown { name: name.to_owned() })?;
     stack.push(name.to_owned());
     let mut out = String::with_capacity(body.len());
     let result = expand_into(body, local, global, stack, memo, &mut out);
@@ -156,11 +145,7 @@ fn find_reference(s: &str) -> Option<usize> {
     while let Some(off) = s[from..].find("%{") {
         let pos = from + off;
         // An odd number of backslashes before `%` escapes it.
-        let slashes = bytes[..pos]
-            .iter()
-            .rev()
-            .take_while(|&&b| b == b'\\')
-            .count();
+        let slashes = bytes[..pos].iter().rev().take_while(|&&b| b == b'\\').count();
         if slashes % 2 == 0 {
             return Some(pos);
         }
@@ -185,14 +170,8 @@ mod tests {
     fn expands_recursively_with_captures() {
         let global = lib(&[("A", "a+"), ("B", "%{A}b")]);
         let local = lib(&[("C", "%{B:bee}c")]);
-        assert_eq!(
-            expand("^%{C}$", &local, &global).as_deref(),
-            Ok("^(?:(?P<bee>(?:a+)b)c)$")
-        );
-        assert_eq!(
-            expand("x%{A:first}y", &local, &global).as_deref(),
-            Ok("x(?P<first>a+)y")
-        );
+        assert_eq!(expand("^%{C}$", &local, &global).as_deref(), Ok("^(?:(?P<bee>(?:a+)b)c)$"));
+        assert_eq!(expand("x%{A:first}y", &local, &global).as_deref(), Ok("x(?P<first>a+)y"));
     }
 
     #[test]
@@ -206,49 +185,24 @@ mod tests {
     fn detects_cycles() {
         let global = lib(&[("A", "%{B}"), ("B", "x%{C}"), ("C", "%{A}")]);
         let err = expand("%{A}", &PatternLibrary::default(), &global).expect_err("a cycle");
-        assert_eq!(
-            err,
-            PatternError::Cycle {
-                chain: vec!["A".into(), "B".into(), "C".into(), "A".into()]
-            }
-        );
+        assert_eq!(err, PatternError::Cycle { chain: vec!["A".into(), "B".into(), "C".into(), "A".into()] });
         let selfref = lib(&[("S", "%{S}")]);
-        assert!(matches!(
-            expand("%{S}", &selfref, &global),
-            Err(PatternError::Cycle { .. })
-        ));
+        assert!(matches!(expand("%{S}", &selfref, &global), Err(PatternError::Cycle { .. })));
     }
 
     #[test]
     fn reports_unknown_and_malformed() {
         let empty = PatternLibrary::default();
-        assert_eq!(
-            expand("%{NOPE}", &empty, &empty),
-            Err(PatternError::Unknown {
-                name: "NOPE".into()
-            })
-        );
-        assert!(matches!(
-            expand("%{IP", &empty, &empty),
-            Err(PatternError::Malformed { .. })
-        ));
-        assert!(matches!(
-            expand("%{IP:a-b}", &empty, &empty),
-            Err(PatternError::Malformed { .. })
-        ));
-        assert!(matches!(
-            expand("%{IP:x:int}", &empty, &empty),
-            Err(PatternError::Malformed { .. })
-        ));
+        assert_eq!(expand("%{NOPE}", &empty, &empty), Err(PatternError::Unknown { name: "NOPE".into() }));
+        assert!(matches!(expand("%{IP", &empty, &empty), Err(PatternError::Malformed { .. })));
+        assert!(matches!(expand("%{IP:a-b}", &empty, &empty), Err(PatternError::Malformed { .. })));
+        assert!(matches!(expand("%{IP:x:int}", &empty, &empty), Err(PatternError::Malformed { .. })));
     }
 
     #[test]
     fn escaped_reference_is_literal() {
         let empty = PatternLibrary::default();
-        assert_eq!(
-            expand(r"50\%{x}", &empty, &empty).as_deref(),
-            Ok(r"50\%{x}")
-        );
+        assert_eq!(expand(r"50\%{x}", &empty, &empty).as_deref(), Ok(r"50\%{x}"));
     }
 
     #[test]

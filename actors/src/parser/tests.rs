@@ -4,10 +4,7 @@ use super::*;
 use palisade_proto::Timestamp;
 
 fn file(path: &str, text: &str) -> HubFile {
-    HubFile {
-        path: path.into(),
-        text: text.into(),
-    }
+    HubFile { path: path.into(), text: text.into() }
 }
 
 fn raw(log_type: &str, text: &str) -> RawLine {
@@ -37,10 +34,7 @@ fn load_err(files: &[HubFile]) -> HubError {
 
 #[test]
 fn broken_yaml_reports_file_and_line() {
-    let e = load_err(&[file(
-        "parsers/s00-raw/a.yaml",
-        "name: a\nnodes:\n  - pattern: [unclosed\n",
-    )]);
+    let e = load_err(&[file("parsers/s00-raw/a.yaml", "name: a\nnodes:\n  - pattern: [unclosed\n")]);
     assert_eq!(e.file, "parsers/s00-raw/a.yaml");
     assert!(matches!(e.line, Some(3 | 4)), "{e}");
 }
@@ -51,10 +45,7 @@ fn unknown_key_reports_its_line_in_later_documents() {
     let e = load_err(&[file("parsers/s01-parse/a.yaml", text)]);
     assert_eq!(e.line, Some(6), "{e}");
     assert!(e.message.contains("aply_on"), "{e}");
-    let e = load_err(&[file(
-        "parsers/s01-parse/a.yaml",
-        "name: a\nfilter:\n  programme: [x]\n",
-    )]);
+    let e = load_err(&[file("parsers/s01-parse/a.yaml", "name: a\nfilter:\n  programme: [x]\n")]);
     assert_eq!(e.line, Some(3), "{e}");
 }
 
@@ -63,10 +54,7 @@ fn bad_regex_reports_its_line() {
     let text = "name: a\nnodes:\n  - name: ok\n    pattern: 'fine'\n  - name: broken\n    pattern: 'x(y'\n";
     let e = load_err(&[file("parsers/s01-parse/a.yaml", text)]);
     assert_eq!(e.line, Some(6), "{e}");
-    assert!(
-        e.message.contains("node broken") && e.message.contains("bad regex"),
-        "{e}"
-    );
+    assert!(e.message.contains("node broken") && e.message.contains("bad regex"), "{e}");
 }
 
 #[test]
@@ -74,10 +62,7 @@ fn unknown_pattern_and_cycles_are_errors() {
     let text = "name: a\nnodes:\n  - pattern: '%{NO_SUCH_THING}'\n";
     let e = load_err(&[file("parsers/s01-parse/a.yaml", text)]);
     assert_eq!(e.line, Some(3), "{e}");
-    assert!(
-        e.message.contains("unknown pattern %{NO_SUCH_THING}"),
-        "{e}"
-    );
+    assert!(e.message.contains("unknown pattern %{NO_SUCH_THING}"), "{e}");
     let text = "name: a\npattern_syntax:\n  A: '%{B}'\n  B: 'x%{A}'\nnodes:\n  - pattern: '%{A}'\n";
     let e = load_err(&[file("parsers/s01-parse/a.yaml", text)]);
     assert!(e.message.contains("cycle: A -> B -> A"), "{e}");
@@ -90,15 +75,9 @@ fn other_load_errors() {
     assert!(e.message.contains("already used"), "{e}");
     let e = load_err(&[file("parsers/a.yaml", "name: a\n")]);
     assert!(e.message.contains("stage directory"), "{e}");
-    let e = load_err(&[file(
-        "parsers/s01-parse/a.yaml",
-        "name: a\nnodes:\n  - pattern: '(?P<message>x)'\n",
-    )]);
+    let e = load_err(&[file("parsers/s01-parse/a.yaml", "name: a\nnodes:\n  - pattern: '(?P<message>x)'\n")]);
     assert!(e.message.contains("overwrite"), "{e}");
-    let e = load_err(&[file(
-        "parsers/s01-parse/a.yaml",
-        "name: a\nstatics:\n  - meta: x\n",
-    )]);
+    let e = load_err(&[file("parsers/s01-parse/a.yaml", "name: a\nstatics:\n  - meta: x\n")]);
     assert!(e.message.contains("exactly one of value"), "{e}");
     let e = load_err(&[file(
         "parsers/s01-parse/a.yaml",
@@ -116,7 +95,10 @@ fn non_parser_files_are_ignored_and_global_patterns_load() {
         file("scenarios/x.yaml", "anything: [at all"),
         file("parsers/patterns/extra.yaml", "GREETING: 'hello|hi'\n"),
         file("parsers/s00-raw/f.yaml", FRAMING),
-        file("parsers/s01-parse/g.yaml", "name: t/g\nfilter: {program: [app]}\nnodes:\n  - pattern: '^%{GREETING:word} %{WORD:who}$'\n"),
+        file(
+            "parsers/s01-parse/g.yaml",
+            "name: t/g\nfilter: {program: [app]}\nnodes:\n  - pattern: '^%{GREETING:word} %{WORD:who}$'\n",
+        ),
     ];
     let p = Parsers::load(&files).expect("loads");
     let e = p.parse(raw("syslog", "app: hi bob")).expect("parses");
@@ -203,14 +185,8 @@ statics: [{ meta: enriched, value: "yes" }]
         file("parsers/s02-enrich/e.yaml", enrich),
     ];
     let p = Parsers::load(&files).expect("loads");
-    let e = p
-        .parse(raw("syslog", "app: login bob failed"))
-        .expect("parses");
-    assert_eq!(
-        e.meta.get("kind"),
-        Some("login"),
-        "a parent's statics win over a child's"
-    );
+    let e = p.parse(raw("syslog", "app: login bob failed")).expect("parses");
+    assert_eq!(e.meta.get("kind"), Some("login"), "a parent's statics win over a child's");
     assert_eq!(e.meta.get("outcome"), Some("failure"));
     assert_eq!(e.meta.get("user"), Some("bob"));
     assert_eq!(e.meta.get("host"), Some(""));
@@ -218,18 +194,12 @@ statics: [{ meta: enriched, value: "yes" }]
     assert_eq!(e.meta.get("never"), None, "next_stage stops the stage");
     assert_eq!(e.meta.get("enriched"), Some("yes"));
     assert_eq!(e.time, Timestamp(0), "no timestamp: received_at");
-    let e = p
-        .parse(raw("syslog", "app: login bob maybe"))
-        .expect("a parent matches without children");
+    let e = p.parse(raw("syslog", "app: login bob maybe")).expect("a parent matches without children");
     assert_eq!(e.meta.get("outcome"), None);
-    let e = p
-        .parse(raw("syslog", "app: ping"))
-        .expect("a group matches through a child");
+    let e = p.parse(raw("syslog", "app: ping")).expect("a group matches through a child");
     assert_eq!(e.meta.get("kind"), Some("ping"));
     assert_eq!(e.meta.get("enriched"), None);
-    let e = p
-        .parse(raw("syslog", "app: pong"))
-        .expect("the next parser of the stage gets its turn");
+    let e = p.parse(raw("syslog", "app: pong")).expect("the next parser of the stage gets its turn");
     assert_eq!((e.meta.get("never"), &*e.parser), (Some("yes"), "t/never"));
 }
 
@@ -256,17 +226,11 @@ fn explain_agrees_with_parse() {
         other => panic!("{other:?}"),
     }
     let s1 = &x.stages[1];
-    assert_eq!(
-        s1.parsers[1].skipped.as_deref(),
-        Some("program \"a\" does not start with any of [b]")
-    );
+    assert_eq!(s1.parsers[1].skipped.as_deref(), Some("program \"a\" does not start with any of [b]"));
     let x = p.explain(&raw("syslog", "bee: z"));
     assert_eq!(
         x.result,
-        ExplainResult::Missed {
-            stage: "s01-parse".into(),
-            reason: "no parser's pattern matched".into()
-        }
+        ExplainResult::Missed { stage: "s01-parse".into(), reason: "no parser's pattern matched".into() }
     );
     let text = x.to_string();
     assert!(text.contains("node only: no match"), "{text}");

@@ -99,9 +99,7 @@ impl DataLists {
                 .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
                 .map(|(i, l)| (i, l.to_owned()))
                 .collect();
-            lists
-                .files
-                .insert(name.to_owned(), (file.path.clone(), entries));
+            lists.files.insert(name.to_owned(), (file.path.clone(), entries));
         }
         lists
     }
@@ -109,11 +107,7 @@ impl DataLists {
     /// The matcher of `kind` over file `name`, built on first use. The error is a
     /// message for the caller to place at the scenario's file and line, or a complete
     /// [`HubError`] pointing into the data file (a bad regex).
-    pub(crate) fn matcher(
-        &mut self,
-        name: &str,
-        kind: MatchKindFn,
-    ) -> Result<Arc<Matcher>, LoadErr> {
+    pub(crate) fn matcher(&mut self, name: &str, kind: MatchKindFn) -> Result<Arc<Matcher>, LoadErr> {
         if let Some(m) = self.matchers.get(&(name.to_owned(), kind)) {
             return Ok(m.clone());
         }
@@ -122,21 +116,14 @@ impl DataLists {
             known.sort_unstable();
             return Err(LoadErr::Message(format!(
                 "data file `data/{name}` not found (available: {})",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
             )));
         };
         let matcher = match kind {
             MatchKindFn::Exact => Matcher::Exact(entries.iter().map(|(_, e)| e.clone()).collect()),
-            MatchKindFn::ExactNoCase => Matcher::ExactNoCase(
-                entries
-                    .iter()
-                    .map(|(_, e)| e.to_ascii_lowercase())
-                    .collect(),
-            ),
+            MatchKindFn::ExactNoCase => {
+                Matcher::ExactNoCase(entries.iter().map(|(_, e)| e.to_ascii_lowercase()).collect())
+            }
             MatchKindFn::Substring => {
                 if entries.is_empty() {
                     Matcher::Substring(None)
@@ -145,9 +132,7 @@ impl DataLists {
                         .ascii_case_insensitive(true)
                         .match_kind(MatchKind::LeftmostFirst)
                         .build(entries.iter().map(|(_, e)| e.as_str()))
-                        .map_err(|e| {
-                            LoadErr::Hub(HubError::new(path.clone(), None, e.to_string()))
-                        })?;
+                        .map_err(|e| LoadErr::Hub(HubError::new(path.clone(), None, e.to_string())))?;
                     Matcher::Substring(Some(ac))
                 }
             }
@@ -167,8 +152,7 @@ impl DataLists {
             }
         };
         let matcher = Arc::new(matcher);
-        self.matchers
-            .insert((name.to_owned(), kind), matcher.clone());
+        self.matchers.insert((name.to_owned(), kind), matcher.clone());
         Ok(matcher)
     }
 
@@ -251,23 +235,16 @@ mod tests {
 
     #[test]
     fn matchers() {
-        let files = vec![HubFile {
-            path: "data/x.txt".into(),
-            text: "# comment\n\nsqlmap\n  Nikto \n".into(),
-        }];
+        let files =
+            vec![HubFile { path: "data/x.txt".into(), text: "# comment\n\nsqlmap\n  Nikto \n".into() }];
         let mut d = DataLists::new(&files);
         let sub = d.matcher("x.txt", MatchKindFn::Substring).expect("builds");
         assert!(sub.is_match("Mozilla/5.00 (nikto/2.5)"));
         assert!(!sub.is_match("curl"));
-        let ex = d
-            .matcher("x.txt", MatchKindFn::ExactNoCase)
-            .expect("builds");
+        let ex = d.matcher("x.txt", MatchKindFn::ExactNoCase).expect("builds");
         assert!(ex.is_match("NIKTO"));
         let ex = d.matcher("x.txt", MatchKindFn::Exact).expect("builds");
         assert!(!ex.is_match("NIKTO") && ex.is_match("Nikto"));
-        assert!(matches!(
-            d.matcher("nope.txt", MatchKindFn::Exact),
-            Err(LoadErr::Message(_))
-        ));
+        assert!(matches!(d.matcher("nope.txt", MatchKindFn::Exact), Err(LoadErr::Message(_))));
     }
 }

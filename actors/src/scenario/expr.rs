@@ -297,19 +297,11 @@ enum Kind {
 
 impl Expr {
     /// Parses, checks and lowers `source`. Errors are messages for the caller to place.
-    pub(crate) fn compile(
-        source: &str,
-        data: &mut DataLists,
-        refs: &mut FieldRefs,
-    ) -> Result<Expr, LoadErr> {
-        let parsed =
-            catch_unwind(|| cel_parser::Parser::default().parse(source)).map_err(|_| {
-                LoadErr::Message(format!(
-                    "invalid CEL `{source}`: incomplete or malformed expression"
-                ))
-            })?;
-        let mut ast =
-            parsed.map_err(|e| LoadErr::Message(format!("invalid CEL `{source}`: {e}")))?;
+    pub(crate) fn compile(source: &str, data: &mut DataLists, refs: &mut FieldRefs) -> Result<Expr, LoadErr> {
+        let parsed = catch_unwind(|| cel_parser::Parser::default().parse(source)).map_err(|_| {
+            LoadErr::Message(format!("invalid CEL `{source}`: incomplete or malformed expression"))
+        })?;
+        let mut ast = parsed.map_err(|e| LoadErr::Message(format!("invalid CEL `{source}`: {e}")))?;
         let mut scope = Vec::new();
         check(&ast, &mut scope, data, refs)?;
         let kind = match lower(&ast, data)? {
@@ -320,10 +312,7 @@ impl Expr {
                 Kind::Cel(ast)
             }
         };
-        Ok(Expr {
-            source: source.to_owned(),
-            kind,
-        })
+        Ok(Expr { source: source.to_owned(), kind })
     }
 
     /// Whether this expression needs the CEL context.
@@ -341,16 +330,10 @@ impl Expr {
 
     /// Evaluates with `cel-interpreter` only (tests compare it with the native result).
     #[cfg(test)]
-    pub(crate) fn eval_cel_only<'e>(
-        &'e self,
-        ev: &'e Event,
-        cel: &mut CelScope<'_, '_>,
-    ) -> Res<'e> {
+    pub(crate) fn eval_cel_only<'e>(&'e self, ev: &'e Event, cel: &mut CelScope<'_, '_>) -> Res<'e> {
         match &self.kind {
             Kind::Native(_) => {
-                let mut ast = cel_parser::Parser::default()
-                    .parse(&self.source)
-                    .map_err(|_| EvalError)?;
+                let mut ast = cel_parser::Parser::default().parse(&self.source).map_err(|_| EvalError)?;
                 rewrite_has(&mut ast);
                 from_cel(cel.eval(ev, &ast))
             }
@@ -405,15 +388,13 @@ fn ident(e: &IdedExpr) -> Option<&str> {
 /// `evt.meta` / `evt.parsed` -> the map.
 fn field_map(e: &IdedExpr) -> Option<FieldMap> {
     match &e.expr {
-        Ast::Select(SelectExpr {
-            operand,
-            field,
-            test: false,
-        }) if ident(operand) == Some("evt") => match field.as_str() {
-            "meta" => Some(FieldMap::Meta),
-            "parsed" => Some(FieldMap::Parsed),
-            _ => None,
-        },
+        Ast::Select(SelectExpr { operand, field, test: false }) if ident(operand) == Some("evt") => {
+            match field.as_str() {
+                "meta" => Some(FieldMap::Meta),
+                "parsed" => Some(FieldMap::Parsed),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -421,19 +402,15 @@ fn field_map(e: &IdedExpr) -> Option<FieldMap> {
 /// `evt.meta.x` / `evt.meta["x"]` -> (map, "x").
 fn field_ref(e: &IdedExpr) -> Option<(FieldMap, &str)> {
     match &e.expr {
-        Ast::Select(SelectExpr {
-            operand,
-            field,
-            test: false,
-        }) => Some((field_map(operand)?, field)),
-        Ast::Call(CallExpr {
-            func_name,
-            target: None,
-            args,
-        }) if func_name == op::INDEX && args.len() == 2 => match &args[1].expr {
-            Ast::Literal(Lit::String(k)) => Some((field_map(&args[0])?, k)),
-            _ => None,
-        },
+        Ast::Select(SelectExpr { operand, field, test: false }) => Some((field_map(operand)?, field)),
+        Ast::Call(CallExpr { func_name, target: None, args })
+            if func_name == op::INDEX && args.len() == 2 =>
+        {
+            match &args[1].expr {
+                Ast::Literal(Lit::String(k)) => Some((field_map(&args[0])?, k)),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -459,16 +436,10 @@ fn check(
     match &e.expr {
         Ast::Ident(n) => {
             if n != "evt" && !scope.iter().any(|s| s == n) {
-                return Err(
-                    format!("unknown variable `{n}`: expressions see the event as `evt`").into(),
-                );
+                return Err(format!("unknown variable `{n}`: expressions see the event as `evt`").into());
             }
         }
-        Ast::Select(SelectExpr {
-            operand,
-            field,
-            test,
-        }) => {
+        Ast::Select(SelectExpr { operand, field, test }) => {
             if ident(operand) == Some("evt") {
                 if !matches!(field.as_str(), "meta" | "parsed" | "time" | "log_type") {
                     let hint = match field.to_ascii_lowercase().as_str() {
@@ -496,7 +467,11 @@ fn check(
                     _ => None,
                 };
                 let Some(name) = name else {
-                    return Err(format!("{}(value, \"file.txt\") takes a value and a data file name as a string literal", c.func_name).into());
+                    return Err(format!(
+                        "{}(value, \"file.txt\") takes a value and a data file name as a string literal",
+                        c.func_name
+                    )
+                    .into());
                 };
                 data.matcher(name, kind)?;
             }
@@ -553,26 +528,14 @@ fn check(
 /// Rewrites `has(evt.meta.x)` into `evt.meta.x != ""` (the CEL context sets every
 /// referenced field, so a plain `has` would always be true there).
 fn rewrite_has(e: &mut IdedExpr) {
-    if let Ast::Select(SelectExpr {
-        operand,
-        field,
-        test: true,
-    }) = &e.expr
-    {
+    if let Ast::Select(SelectExpr { operand, field, test: true }) = &e.expr {
         if field_map(operand).is_some() {
             let id = e.id;
             let sel = IdedExpr {
                 id,
-                expr: Ast::Select(SelectExpr {
-                    operand: operand.clone(),
-                    field: field.clone(),
-                    test: false,
-                }),
+                expr: Ast::Select(SelectExpr { operand: operand.clone(), field: field.clone(), test: false }),
             };
-            let empty = IdedExpr {
-                id,
-                expr: Ast::Literal(Lit::String(String::new())),
-            };
+            let empty = IdedExpr { id, expr: Ast::Literal(Lit::String(String::new())) };
             e.expr = Ast::Call(CallExpr {
                 func_name: op::NOT_EQUALS.to_owned(),
                 target: None,
@@ -591,13 +554,8 @@ fn rewrite_has(e: &mut IdedExpr) {
         }
         Ast::List(l) => l.elements.iter_mut().for_each(rewrite_has),
         Ast::Comprehension(c) => {
-            for x in [
-                &mut c.iter_range,
-                &mut c.accu_init,
-                &mut c.loop_cond,
-                &mut c.loop_step,
-                &mut c.result,
-            ] {
+            for x in [&mut c.iter_range, &mut c.accu_init, &mut c.loop_cond, &mut c.loop_step, &mut c.result]
+            {
                 rewrite_has(x);
             }
         }
@@ -633,11 +591,7 @@ fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
             Some(v) => Node::Lit(v),
             None => return Ok(None),
         },
-        Ast::Select(SelectExpr {
-            operand,
-            field,
-            test,
-        }) => {
+        Ast::Select(SelectExpr { operand, field, test }) => {
             if *test {
                 match field_map(operand) {
                     Some(m) => Node::Has(m, field.as_str().into()),
@@ -713,10 +667,9 @@ fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
                 ("endsWith", Some(t), 1) => Node::Str(StrFn::EndsWith, t, l!(0)),
                 ("contains", Some(t), 1) => Node::Str(StrFn::Contains, t, l!(0)),
                 ("matches", Some(t), 1) => match str_lit(&args[0]) {
-                    Some(re) => Node::Matches(
-                        t,
-                        Regex::new(re).map_err(|e| format!("invalid regex `{re}`: {e}"))?,
-                    ),
+                    Some(re) => {
+                        Node::Matches(t, Regex::new(re).map_err(|e| format!("invalid regex `{re}`: {e}"))?)
+                    }
                     None => return Ok(None),
                 },
                 ("size", Some(t), 0) => Node::Size(t),
@@ -724,9 +677,7 @@ fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
                 ("url_decode", None, 1) => Node::UrlDecode(l!(0)),
                 ("lower", None, 1) => Node::Lower(l!(0)),
                 (f, None, 2) if MatchKindFn::from_function(f).is_some() => {
-                    let (Some(kind), Some(file)) =
-                        (MatchKindFn::from_function(f), str_lit(&args[1]))
-                    else {
+                    let (Some(kind), Some(file)) = (MatchKindFn::from_function(f), str_lit(&args[1])) else {
                         return Ok(None);
                     };
                     Node::Data(l!(0), data.matcher(file, kind)?)
@@ -740,11 +691,9 @@ fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
 
 fn conjuncts<'a>(e: &'a IdedExpr, out: &mut Vec<&'a IdedExpr>) {
     match &e.expr {
-        Ast::Call(CallExpr {
-            func_name,
-            target: None,
-            args,
-        }) if func_name == op::LOGICAL_AND && args.len() == 2 => {
+        Ast::Call(CallExpr { func_name, target: None, args })
+            if func_name == op::LOGICAL_AND && args.len() == 2 =>
+        {
             conjuncts(&args[0], out);
             conjuncts(&args[1], out);
         }
@@ -753,22 +702,14 @@ fn conjuncts<'a>(e: &'a IdedExpr, out: &mut Vec<&'a IdedExpr>) {
 }
 
 fn route_of(e: &IdedExpr) -> Option<Route> {
-    let Ast::Call(CallExpr {
-        func_name,
-        target: None,
-        args,
-    }) = &e.expr
-    else {
+    let Ast::Call(CallExpr { func_name, target: None, args }) = &e.expr else {
         return None;
     };
     if args.len() != 2 {
         return None;
     }
-    let mk = |(map, field): (FieldMap, &str), values: Vec<String>| Route {
-        map,
-        field: field.to_owned(),
-        values,
-    };
+    let mk =
+        |(map, field): (FieldMap, &str), values: Vec<String>| Route { map, field: field.to_owned(), values };
     match func_name.as_str() {
         op::EQUALS => {
             if let (Some(f), Some(v)) = (field_ref(&args[0]), str_lit(&args[1])) {
@@ -784,11 +725,8 @@ fn route_of(e: &IdedExpr) -> Option<Route> {
             let Ast::List(list) = &args[1].expr else {
                 return None;
             };
-            let values: Option<Vec<String>> = list
-                .elements
-                .iter()
-                .map(|x| str_lit(x).map(str::to_owned))
-                .collect();
+            let values: Option<Vec<String>> =
+                list.elements.iter().map(|x| str_lit(x).map(str::to_owned)).collect();
             Some(mk(f, values?))
         }
         _ => None,
@@ -796,28 +734,18 @@ fn route_of(e: &IdedExpr) -> Option<Route> {
 }
 
 /// The root CEL context (built-in functions plus ours), shared by every event.
-pub(crate) fn root_context(
-    matchers: Arc<HashMap<(String, MatchKindFn), Arc<Matcher>>>,
-) -> Context<'static> {
+pub(crate) fn root_context(matchers: Arc<HashMap<(String, MatchKindFn), Arc<Matcher>>>) -> Context<'static> {
     let mut ctx = Context::default();
     for (fname, kind) in MatchKindFn::ALL {
         let matchers = matchers.clone();
-        ctx.add_function(
-            fname,
-            move |v: Arc<String>, file: Arc<String>| -> Result<Value, ExecutionError> {
-                match matchers.get(&(file.as_str().to_owned(), kind)) {
-                    Some(m) => Ok(Value::Bool(m.is_match(&v))),
-                    None => Err(ExecutionError::function_error(
-                        fname,
-                        format!("unknown data file {file}"),
-                    )),
-                }
-            },
-        );
+        ctx.add_function(fname, move |v: Arc<String>, file: Arc<String>| -> Result<Value, ExecutionError> {
+            match matchers.get(&(file.as_str().to_owned(), kind)) {
+                Some(m) => Ok(Value::Bool(m.is_match(&v))),
+                None => Err(ExecutionError::function_error(fname, format!("unknown data file {file}"))),
+            }
+        });
     }
-    ctx.add_function("url_decode", |v: Arc<String>| -> String {
-        url_decode(&v).into_owned()
-    });
+    ctx.add_function("url_decode", |v: Arc<String>| -> String { url_decode(&v).into_owned() });
     ctx.add_function("lower", |v: Arc<String>| -> String { v.to_lowercase() });
     ctx
 }
@@ -832,11 +760,7 @@ pub(crate) struct CelScope<'r, 'f> {
 
 impl<'r, 'f> CelScope<'r, 'f> {
     pub(crate) fn new(root: &'r Context<'static>, refs: &'f FieldRefs) -> Self {
-        CelScope {
-            root,
-            refs,
-            evt: None,
-        }
+        CelScope { root, refs, evt: None }
     }
 
     fn evt_value(&mut self, ev: &Event) -> Value {
@@ -874,11 +798,7 @@ impl<'r, 'f> CelScope<'r, 'f> {
         ctx.add_variable_from_value("evt", evt);
         // cel-interpreter has `todo!()`/`panic!` paths (e.g. a comprehension over a
         // string); a hostile log line must never take the node down.
-        catch_unwind(AssertUnwindSafe(|| Value::resolve(ast, &ctx))).unwrap_or_else(|_| {
-            Err(ExecutionError::function_error(
-                "cel",
-                "interpreter panicked",
-            ))
-        })
+        catch_unwind(AssertUnwindSafe(|| Value::resolve(ast, &ctx)))
+            .unwrap_or_else(|_| Err(ExecutionError::function_error("cel", "interpreter panicked")))
     }
 }

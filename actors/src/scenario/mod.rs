@@ -67,10 +67,7 @@ pub struct Scenarios {
 
 impl std::fmt::Debug for Scenarios {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scenarios")
-            .field("list", &self.list)
-            .field("router", &self.router)
-            .finish()
+        f.debug_struct("Scenarios").field("list", &self.list).field("router", &self.router).finish()
     }
 }
 
@@ -84,10 +81,7 @@ impl Scenarios {
         let mut refs = FieldRefs::default();
         let mut list: Vec<Scenario> = Vec::new();
         let mut seen: HashMap<String, String> = HashMap::new();
-        let mut files: Vec<&HubFile> = files
-            .iter()
-            .filter(|f| f.path.starts_with("scenarios/"))
-            .collect();
+        let mut files: Vec<&HubFile> = files.iter().filter(|f| f.path.starts_with("scenarios/")).collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         for file in files {
             for sc in spec::parse_file(&file.path, &file.text, &mut data, &mut refs)? {
@@ -95,10 +89,7 @@ impl Scenarios {
                     return Err(HubError::new(
                         &file.path,
                         Some(sc.name_line),
-                        format!(
-                            "duplicate scenario name `{}` (already defined in {first})",
-                            sc.info.name
-                        ),
+                        format!("duplicate scenario name `{}` (already defined in {first})", sc.info.name),
                     ));
                 }
                 seen.insert(sc.info.name.clone(), file.path.clone());
@@ -114,16 +105,11 @@ impl Scenarios {
             match sc.filter.route() {
                 None => router.always.push(i),
                 Some(r) => {
-                    let pos = match router
-                        .by_field
-                        .iter()
-                        .position(|(m, f, _)| *m == r.map && *f == r.field)
+                    let pos = match router.by_field.iter().position(|(m, f, _)| *m == r.map && *f == r.field)
                     {
                         Some(p) => p,
                         None => {
-                            router
-                                .by_field
-                                .push((r.map, r.field.clone(), HashMap::new()));
+                            router.by_field.push((r.map, r.field.clone(), HashMap::new()));
                             router.by_field.len() - 1
                         }
                     };
@@ -138,12 +124,7 @@ impl Scenarios {
             }
         }
         let cel_root = expr::root_context(Arc::new(data.into_matchers()));
-        Ok(Scenarios {
-            list,
-            router,
-            refs,
-            cel_root,
-        })
+        Ok(Scenarios { list, router, refs, cel_root })
     }
 
     /// What is loaded, in load order.
@@ -262,10 +243,7 @@ impl Buckets {
         let stats = scenarios
             .list
             .iter()
-            .map(|s| ScenarioStats {
-                name: s.name.clone(),
-                ..Default::default()
-            })
+            .map(|s| ScenarioStats { name: s.name.clone(), ..Default::default() })
             .collect();
         Buckets {
             live: (0..n).map(|_| HashMap::new()).collect(),
@@ -317,10 +295,7 @@ impl Buckets {
                 }
             }
             // Scenarios of one service usually share their groupby: evaluate it once.
-            let key = match memo
-                .iter()
-                .position(|(src, _)| *src == sc.groupby.source.as_str())
-            {
+            let key = match memo.iter().position(|(src, _)| *src == sc.groupby.source.as_str()) {
                 Some(p) => p,
                 None => match sc.groupby.eval(event, &mut cel) {
                     Ok(v) => {
@@ -480,13 +455,11 @@ impl Buckets {
                     }
                     let until = last.saturating_add(bh);
                     e.insert(until);
-                    self.blackhole_due
-                        .push(Reverse((until, i, 0, e.key().clone())));
+                    self.blackhole_due.push(Reverse((until, i, 0, e.key().clone())));
                 }
                 Entry::Vacant(e) => {
                     let until = last.saturating_add(bh);
-                    self.blackhole_due
-                        .push(Reverse((until, i, 0, e.key().clone())));
+                    self.blackhole_due.push(Reverse((until, i, 0, e.key().clone())));
                     e.insert(until);
                 }
             }

@@ -31,27 +31,13 @@ pub(crate) fn event(t_ms: i64, meta: &[(&str, &str)], parsed: &[(&str, &str)]) -
 }
 
 fn ssh_fail(t_ms: i64, ip: &str) -> Event {
-    event(
-        t_ms,
-        &[
-            ("log_type", "ssh_failed-auth"),
-            ("source_ip", ip),
-            ("service", "ssh"),
-        ],
-        &[],
-    )
+    event(t_ms, &[("log_type", "ssh_failed-auth"), ("source_ip", ip), ("service", "ssh")], &[])
 }
 
 fn hub(yaml: &str) -> Vec<HubFile> {
     vec![
-        HubFile {
-            path: "scenarios/test.yaml".into(),
-            text: yaml.into(),
-        },
-        HubFile {
-            path: "data/list.txt".into(),
-            text: "sqlmap\nnikto\n".into(),
-        },
+        HubFile { path: "scenarios/test.yaml".into(), text: yaml.into() },
+        HubFile { path: "data/list.txt".into(), text: "sqlmap\nnikto\n".into() },
     ]
 }
 
@@ -101,10 +87,7 @@ fn burst_overflows_on_capacity_plus_one() {
     assert_eq!(o.group_key, "1.2.3.4");
     assert_eq!(o.scope, Scope::Ip);
     assert_eq!(o.confidence, 3);
-    assert_eq!(
-        o.remediation.as_ref().map(|r| r.kind.clone()),
-        Some(palisade_proto::DecisionType::Ban)
-    );
+    assert_eq!(o.remediation.as_ref().map(|r| r.kind.clone()), Some(palisade_proto::DecisionType::Ban));
     assert_eq!(o.labels.get("service").map(String::as_str), Some("ssh"));
     // The bucket is destroyed after an overflow: the next event starts a fresh one.
     assert_eq!(b.live_buckets(), 0);
@@ -139,11 +122,7 @@ fn idle_bucket_freed_after_capacity_plus_one_leaks() {
     b.pour(&ssh_fail(0, "5.6.7.8"), &mut out);
     assert_eq!(b.live_buckets(), 2);
     b.advance(Timestamp(60_000), &mut out);
-    assert_eq!(
-        b.live_buckets(),
-        2,
-        "idle for exactly 6 x 10 s: still alive"
-    );
+    assert_eq!(b.live_buckets(), 2, "idle for exactly 6 x 10 s: still alive");
     b.advance(Timestamp(60_001), &mut out);
     assert_eq!(b.live_buckets(), 0);
     assert_eq!(b.stats()[0].underflowed, 2);
@@ -162,10 +141,7 @@ fn event_time_frees_buckets_in_replay() {
     let mut b = engine(LEAKY);
     let mut out = Vec::new();
     for i in 0..1000 {
-        b.pour(
-            &ssh_fail(i * 1000, &format!("10.0.{}.{}", i / 250, i % 250 + 1)),
-            &mut out,
-        );
+        b.pour(&ssh_fail(i * 1000, &format!("10.0.{}.{}", i / 250, i % 250 + 1)), &mut out);
     }
     // Only the buckets of the last 60 s are alive.
     assert!(b.live_buckets() <= 61, "{}", b.live_buckets());
@@ -187,23 +163,14 @@ fn blackhole_per_key() {
     let out = pour_all(&mut b, &[ssh_fail(0, "1.1.1.1"), ssh_fail(1, "1.1.1.1")]);
     assert_eq!(out.len(), 1);
     // Same key within a minute: overflow discarded.
-    let out = pour_all(
-        &mut b,
-        &[ssh_fail(1000, "1.1.1.1"), ssh_fail(1001, "1.1.1.1")],
-    );
+    let out = pour_all(&mut b, &[ssh_fail(1000, "1.1.1.1"), ssh_fail(1001, "1.1.1.1")]);
     assert!(out.is_empty());
     assert_eq!(b.stats()[0].blackholed, 1);
     // Another key is independent.
-    let out = pour_all(
-        &mut b,
-        &[ssh_fail(1000, "2.2.2.2"), ssh_fail(1001, "2.2.2.2")],
-    );
+    let out = pour_all(&mut b, &[ssh_fail(1000, "2.2.2.2"), ssh_fail(1001, "2.2.2.2")]);
     assert_eq!(out.len(), 1);
     // After the blackhole, the first key overflows again.
-    let out = pour_all(
-        &mut b,
-        &[ssh_fail(61_001, "1.1.1.1"), ssh_fail(61_002, "1.1.1.1")],
-    );
+    let out = pour_all(&mut b, &[ssh_fail(61_001, "1.1.1.1"), ssh_fail(61_002, "1.1.1.1")]);
     assert_eq!(out.len(), 1);
 }
 
@@ -221,26 +188,11 @@ leakspeed: 10s
 ",
     );
     let u = |t, user| {
-        event(
-            t,
-            &[
-                ("log_type", "ssh_failed-auth"),
-                ("source_ip", "1.2.3.4"),
-                ("target_user", user),
-            ],
-            &[],
-        )
+        event(t, &[("log_type", "ssh_failed-auth"), ("source_ip", "1.2.3.4"), ("target_user", user)], &[])
     };
     let out = pour_all(
         &mut b,
-        &[
-            u(0, "root"),
-            u(1, "root"),
-            u(2, "root"),
-            u(3, "admin"),
-            u(4, "admin"),
-            u(5, "root"),
-        ],
+        &[u(0, "root"), u(1, "root"), u(2, "root"), u(3, "admin"), u(4, "admin"), u(5, "root")],
     );
     assert!(out.is_empty());
     assert_eq!(b.stats()[0].distinct_dropped, 4);
@@ -260,18 +212,9 @@ filter: \"contains_any_from_file(evt.meta.http_user_agent, 'list.txt')\"
 ",
     );
     let e = |t, ua| event(t, &[("source_ip", "9.9.9.9"), ("http_user_agent", ua)], &[]);
-    let out = pour_all(
-        &mut b,
-        &[
-            e(0, "sqlmap/1.8"),
-            e(1, "Mozilla"),
-            e(2, "Mozilla/5.00 (Nikto/2.5.0)"),
-        ],
-    );
+    let out = pour_all(&mut b, &[e(0, "sqlmap/1.8"), e(1, "Mozilla"), e(2, "Mozilla/5.00 (Nikto/2.5.0)")]);
     assert_eq!(out.len(), 2);
-    assert!(out
-        .iter()
-        .all(|o| o.events_count == 1 && o.first_at == o.last_at));
+    assert!(out.iter().all(|o| o.events_count == 1 && o.first_at == o.last_at));
     assert_eq!(b.live_buckets(), 0);
 }
 
@@ -321,23 +264,14 @@ scope: {type: Range, v4_prefix: 24, v6_prefix: 64}
         ],
     );
     let values: Vec<&str> = out.iter().map(|o| o.value.as_str()).collect();
-    assert_eq!(
-        values,
-        ["192.0.2.0/24", "2001:db8:1:2::/64", "198.51.100.0/24"]
-    );
+    assert_eq!(values, ["192.0.2.0/24", "2001:db8:1:2::/64", "198.51.100.0/24"]);
     assert!(out.iter().all(|o| o.scope == Scope::Range));
 }
 
 #[test]
 fn missing_or_invalid_source_gives_empty_value() {
     let mut b = engine("type: trigger\nname: t/x\ndescription: d\nfilter: 'true'\n");
-    let out = pour_all(
-        &mut b,
-        &[
-            event(0, &[], &[]),
-            event(0, &[("source_ip", "not-an-ip")], &[]),
-        ],
-    );
+    let out = pour_all(&mut b, &[event(0, &[], &[]), event(0, &[("source_ip", "not-an-ip")], &[])]);
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|o| o.value.is_empty()));
 }
@@ -394,14 +328,12 @@ filter: \"!has(evt.meta.target_user) && evt.meta.nope == '' && evt.parsed.x != '
 
 #[test]
 fn eval_errors_are_counted_not_matched() {
-    let mut b =
-        engine("type: trigger\nname: t/err\ndescription: d\nfilter: \"size(evt.time) > 1\"\n");
+    let mut b = engine("type: trigger\nname: t/err\ndescription: d\nfilter: \"size(evt.time) > 1\"\n");
     let out = pour_all(&mut b, &[event(0, &[], &[])]);
     assert!(out.is_empty());
     assert_eq!(b.stats()[0].eval_errors, 1);
     // A filter that is not boolean is an error too.
-    let mut b =
-        engine("type: trigger\nname: t/str\ndescription: d\nfilter: \"evt.meta.source_ip\"\n");
+    let mut b = engine("type: trigger\nname: t/str\ndescription: d\nfilter: \"evt.meta.source_ip\"\n");
     let out = pour_all(&mut b, &[event(0, &[("source_ip", "1.2.3.4")], &[])]);
     assert!(out.is_empty());
     assert_eq!(b.stats()[0].eval_errors, 1);
@@ -422,11 +354,7 @@ groupby: \"evt.meta.source_ip + string(evt.time)\"
     let out = pour_all(
         &mut b,
         &[
-            event(
-                7,
-                &[("target_user", "admin"), ("source_ip", "1.2.3.4")],
-                &[],
-            ),
+            event(7, &[("target_user", "admin"), ("source_ip", "1.2.3.4")], &[]),
             event(8, &[("target_user", "bob")], &[]),
         ],
     );
@@ -461,37 +389,24 @@ filter: \"evt.meta.x == '1' || evt.meta.log_type == 'a'\"
     sc.candidates(&event(0, &[], &[]), &mut c);
     assert_eq!(c, [2]);
     let mut b = Buckets::new(Arc::new(sc));
-    let out = pour_all(
-        &mut b,
-        &[event(
-            0,
-            &[("log_type", "a"), ("x", "1"), ("service", "http")],
-            &[],
-        )],
-    );
+    let out = pour_all(&mut b, &[event(0, &[("log_type", "a"), ("x", "1"), ("service", "http")], &[])]);
     let names: Vec<&str> = out.iter().map(|o| &*o.scenario).collect();
     assert_eq!(names, ["t/a", "t/b", "t/c"]);
 }
 
 #[test]
 fn load_errors_quote_file_and_line() {
-    let e = load_err(
-        "type: leaky\nname: x\ndescription: d\nfilter: 'true'\ncapacity: 0\nleakspeed: 1s\n",
-    );
-    assert_eq!(
-        (e.file.as_str(), e.line),
-        ("scenarios/test.yaml", Some(5)),
-        "{e}"
-    );
+    let e = load_err("type: leaky\nname: x\ndescription: d\nfilter: 'true'\ncapacity: 0\nleakspeed: 1s\n");
+    assert_eq!((e.file.as_str(), e.line), ("scenarios/test.yaml", Some(5)), "{e}");
     assert!(e.message.contains("capacity"), "{e}");
 
-    let e = load_err(
-        "type: leaky\nname: x\ndescription: d\nfilter: 'true'\ncapacity: 1\nleakspeed: 10\n",
-    );
+    let e = load_err("type: leaky\nname: x\ndescription: d\nfilter: 'true'\ncapacity: 1\nleakspeed: 10\n");
     assert_eq!(e.line, Some(6), "{e}");
     assert!(e.message.contains("duration"), "{e}");
 
-    let e = load_err("type: leaky\nname: x\ndescription: d\nfilter: \"evt.meta.a == \"\ncapacity: 1\nleakspeed: 1s\n");
+    let e = load_err(
+        "type: leaky\nname: x\ndescription: d\nfilter: \"evt.meta.a == \"\ncapacity: 1\nleakspeed: 1s\n",
+    );
     assert_eq!(e.line, Some(4), "{e}");
     assert!(e.message.contains("invalid CEL"), "{e}");
 
@@ -503,34 +418,26 @@ fn load_errors_quote_file_and_line() {
     assert_eq!(e.line, Some(9), "{e}");
     assert!(e.message.contains("duplicate"), "{e}");
 
-    let e = load_err(
-        "type: trigger\nname: x\ndescription: d\nfilter: \"in_file(evt.meta.a, 'nope.txt')\"\n",
-    );
+    let e = load_err("type: trigger\nname: x\ndescription: d\nfilter: \"in_file(evt.meta.a, 'nope.txt')\"\n");
     assert_eq!(e.line, Some(4), "{e}");
     assert!(e.message.contains("data/nope.txt"), "{e}");
 
-    let e =
-        load_err("type: trigger\nname: x\ndescription: d\nfilter: \"evt.Meta.log_type == 'a'\"\n");
+    let e = load_err("type: trigger\nname: x\ndescription: d\nfilter: \"evt.Meta.log_type == 'a'\"\n");
     assert!(e.message.contains("evt.meta"), "{e}");
 
     let e = load_err("type: trigger\nname: x\ndescription: d\nfilter: \"foo == 'a'\"\n");
     assert!(e.message.contains("unknown variable"), "{e}");
 
-    let e = load_err(
-        "type: counter\nname: x\ndescription: d\nfilter: 'true'\ncapacity: 3\nduration: 1m\n",
-    );
+    let e = load_err("type: counter\nname: x\ndescription: d\nfilter: 'true'\ncapacity: 3\nduration: 1m\n");
     assert_eq!(e.line, Some(5), "{e}");
 
-    let e =
-        load_err("type: trigger\nname: x\ndescription: d\nfilter: \"evt.meta.a.matches('(')\"\n");
+    let e = load_err("type: trigger\nname: x\ndescription: d\nfilter: \"evt.meta.a.matches('(')\"\n");
     assert!(e.message.contains("regex"), "{e}");
 
     let e = load_err("type: trigger\nname: x\nfilter: 'true'\n");
     assert!(e.message.contains("description"), "{e}");
 
-    let e = load_err(
-        "type: trigger\nname: x\ndescription: d\nfilter: 'true'\nlabels: {confidence: 7}\n",
-    );
+    let e = load_err("type: trigger\nname: x\ndescription: d\nfilter: 'true'\nlabels: {confidence: 7}\n");
     assert!(e.message.contains("confidence"), "{e}");
 
     let e = load_err("type: trigger\nname: x\ndescription: d\nfilter: 'true'\nblackhole: soon\n");
@@ -545,17 +452,11 @@ fn shipped_hub() -> Vec<HubFile> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hub");
     let mut files = Vec::new();
     for dir in ["scenarios", "data"] {
-        let mut entries: Vec<_> = std::fs::read_dir(root.join(dir))
-            .expect("hub dir")
-            .flatten()
-            .collect();
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(dir)).expect("hub dir").flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let text = std::fs::read_to_string(e.path()).expect("read");
-            files.push(HubFile {
-                path: format!("{dir}/{}", e.file_name().to_string_lossy()),
-                text,
-            });
+            files.push(HubFile { path: format!("{dir}/{}", e.file_name().to_string_lossy()), text });
         }
     }
     files
@@ -567,55 +468,30 @@ fn shipped_scenarios_load_and_are_native() {
     assert!(sc.len() >= 15, "{}", sc.len());
     for info in sc.list() {
         assert!(info.native, "{} is not fully native", info.name);
-        assert!(
-            info.labels.get("remediation").is_some_and(|r| r == "true"),
-            "{}",
-            info.name
-        );
+        assert!(info.labels.get("remediation").is_some_and(|r| r == "true"), "{}", info.name);
         assert!(info.name.starts_with("palisade/"));
     }
     // Every shipped scenario is routed by a field equality.
-    assert!(
-        sc.router.always.is_empty(),
-        "unrouted: {:?}",
-        sc.router.always
-    );
+    assert!(sc.router.always.is_empty(), "unrouted: {:?}", sc.router.always);
 }
 
-fn compile_all(
-    sources: &[String],
-    hub_files: &[HubFile],
-) -> (Vec<expr::Expr>, FieldRefs, Context<'static>) {
+fn compile_all(sources: &[String], hub_files: &[HubFile]) -> (Vec<expr::Expr>, FieldRefs, Context<'static>) {
     let mut data = DataLists::new(hub_files);
     let mut refs = FieldRefs::default();
     let exprs = sources
         .iter()
-        .map(|s| {
-            expr::Expr::compile(s, &mut data, &mut refs).unwrap_or_else(|_| panic!("compiles: {s}"))
-        })
+        .map(|s| expr::Expr::compile(s, &mut data, &mut refs).unwrap_or_else(|_| panic!("compiles: {s}")))
         .collect();
     let root = expr::root_context(Arc::new(data.into_matchers()));
     (exprs, refs, root)
 }
 
-fn agree(
-    e: &expr::Expr,
-    ev: &Event,
-    root: &Context<'static>,
-    refs: &FieldRefs,
-) -> Result<(), TestCaseError> {
+fn agree(e: &expr::Expr, ev: &Event, root: &Context<'static>, refs: &FieldRefs) -> Result<(), TestCaseError> {
     let mut cel = CelScope::new(root, refs);
     let native = e.eval(ev, &mut cel);
     let mut cel = CelScope::new(root, refs);
     let via_cel = e.eval_cel_only(ev, &mut cel);
-    prop_assert_eq!(
-        native,
-        via_cel,
-        "expression `{}` on {:?} / {:?}",
-        e.source,
-        ev.meta,
-        ev.parsed
-    );
+    prop_assert_eq!(native, via_cel, "expression `{}` on {:?} / {:?}", e.source, ev.meta, ev.parsed);
     Ok(())
 }
 
@@ -672,8 +548,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
     )
         .prop_map(move |(m, p, t)| {
             let meta: Vec<(&str, &str)> = m.iter().map(|(k, v)| (names[*k], VALUES[*v])).collect();
-            let parsed: Vec<(&str, &str)> =
-                p.iter().map(|(k, v)| (pnames[*k], VALUES[*v])).collect();
+            let parsed: Vec<(&str, &str)> = p.iter().map(|(k, v)| (pnames[*k], VALUES[*v])).collect();
             event(t, &meta, &parsed)
         })
 }
@@ -703,32 +578,16 @@ fn arb_expr() -> impl Strategy<Value = String> {
                 .prop_map(move |(a, o, b)| format!("({a} {} {b})", bin[o])),
             inner.clone().prop_map(|a| format!("!({a})")),
             inner.clone().prop_map(|a| format!("-({a})")),
-            (inner.clone(), inner.clone(), inner.clone())
-                .prop_map(|(c, a, b)| format!("({c} ? {a} : {b})")),
-            (
-                inner.clone(),
-                prop::sample::subsequence(VALUES.to_vec(), 0..4)
-            )
-                .prop_map(|(a, l)| format!(
-                    "({a} in [{}])",
-                    l.iter()
-                        .map(|v| format!("'{v}'"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            (
-                inner.clone(),
-                prop_oneof![Just("1"), Just("'x'"), Just("true")]
-            )
-                .prop_map(|(a, l)| format!("({a} in [{l}, 'ab'])")),
-            (inner.clone(), 0..3usize, inner.clone()).prop_map(|(a, f, b)| format!(
-                "({a}).{}({b})",
-                ["startsWith", "endsWith", "contains"][f]
+            (inner.clone(), inner.clone(), inner.clone()).prop_map(|(c, a, b)| format!("({c} ? {a} : {b})")),
+            (inner.clone(), prop::sample::subsequence(VALUES.to_vec(), 0..4)).prop_map(|(a, l)| format!(
+                "({a} in [{}])",
+                l.iter().map(|v| format!("'{v}'")).collect::<Vec<_>>().join(", ")
             )),
-            (
-                inner.clone(),
-                prop_oneof![Just("^a"), Just("b$"), Just("(?i)ABC"), Just("[0-9]+")]
-            )
+            (inner.clone(), prop_oneof![Just("1"), Just("'x'"), Just("true")])
+                .prop_map(|(a, l)| format!("({a} in [{l}, 'ab'])")),
+            (inner.clone(), 0..3usize, inner.clone())
+                .prop_map(|(a, f, b)| format!("({a}).{}({b})", ["startsWith", "endsWith", "contains"][f])),
+            (inner.clone(), prop_oneof![Just("^a"), Just("b$"), Just("(?i)ABC"), Just("[0-9]+")])
                 .prop_map(|(a, r)| format!("({a}).matches('{r}')")),
             inner.clone().prop_map(|a| format!("size({a})")),
             inner.clone().prop_map(|a| format!("({a}).size()")),
@@ -736,12 +595,7 @@ fn arb_expr() -> impl Strategy<Value = String> {
             inner.clone().prop_map(|a| format!("lower({a})")),
             (inner.clone(), 0..4usize).prop_map(|(a, f)| format!(
                 "{}({a}, 'bad_user_agents.txt')",
-                [
-                    "in_file",
-                    "in_file_nocase",
-                    "contains_any_from_file",
-                    "regex_from_file"
-                ][f]
+                ["in_file", "in_file_nocase", "contains_any_from_file", "regex_from_file"][f]
             )),
         ]
     })
