@@ -239,6 +239,23 @@ async fn copytruncate_starts_again_from_zero() {
 }
 
 #[tokio::test]
+async fn copytruncate_then_longer_writes_is_still_seen_as_truncation() {
+    // Truncation and the next writes can land between two looks at the file, leaving it
+    // longer than the old offset: the bytes already read must be checked, not the size.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("app.log");
+    append(&path, b"first short line\n");
+    let mut run = Run::start(&file_config(&[&path], StartAt::Beginning), Arc::new(MemoryCursorStore::new()));
+    assert_eq!(run.lines(1).await, ["first short line"]);
+    let mut f = OpenOptions::new().write(true).truncate(true).open(&path).expect("open");
+    f.write_all(b"a much longer line that replaces the old content\nand a second one\n").expect("write");
+    drop(f);
+    assert_eq!(run.lines(2).await, ["a much longer line that replaces the old content", "and a second one"]);
+    run.no_more().await;
+    run.stop().await;
+}
+
+#[tokio::test]
 async fn glob_picks_up_files_created_later_from_their_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let existing = dir.path().join("a.log");

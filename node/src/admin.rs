@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use crate::config::NodeConfig;
 
@@ -236,7 +236,7 @@ pub async fn serve(listener: tokio::net::UnixListener, decisions: actix::Addr<De
 
 async fn handle(stream: tokio::net::UnixStream, decisions: actix::Addr<DecisionActor>) -> Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64));
     let mut line = String::new();
     tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await??;
     let response = match serde_json::from_str::<WireRequest>(&line) {

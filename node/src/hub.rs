@@ -13,7 +13,7 @@ mod embedded {
 }
 
 /// Compiled parsers and scenarios.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Hub {
     /// Parsers, stage by stage.
     pub parsers: Arc<Parsers>,

@@ -28,8 +28,9 @@ impl NodeDir {
     /// Writes `config.toml` with `body` after the data_dir line.
     pub fn write_config(&self, body: &str) -> PathBuf {
         let path = self.path("config.toml");
+        // Top-level keys of `body` must come before the first table.
         let text = format!(
-            "data_dir = {:?}\n[log]\nlevel = \"info,palisade=debug\"\n[allowlist]\nhost_addresses = false\n{body}",
+            "data_dir = {:?}\n{body}\n[log]\nlevel = \"info,palisade=debug\"\n[allowlist]\nhost_addresses = false\n",
             self.path("data").display().to_string()
         );
         std::fs::write(&path, text).expect("write config");

@@ -498,6 +498,23 @@ async fn service(ctx: &Ctx, path: &Path, t: &mut Tracked, retired: &mut Retired,
             return true;
         }
         let Some(o) = t.open.as_mut() else { return true };
+        // A copytruncate followed by new writes can leave the file longer than the
+        // offset between two looks, so the size alone does not tell: the bytes already
+        // read must still be there before reading on.
+        match fingerprint_matches(&o.file, o.fp) {
+            Ok(true) => {}
+            Ok(false) => {
+                if !restart_truncated(ctx, path, t).await {
+                    return false;
+                }
+                continue;
+            }
+            Err(e) => {
+                warn_once(ctx, path, t, &e);
+                return true;
+            }
+        }
+        let Some(o) = t.open.as_mut() else { return true };
         match drain(ctx, &t.key, &t.source, o).await {
             Ok(true) => {}
             Ok(false) => return false,
@@ -537,21 +554,31 @@ async fn service(ctx: &Ctx, path: &Path, t: &mut Tracked, retired: &mut Retired,
                 }
             }
             PathState::Truncated => {
-                if !flush(ctx, &t.key, &t.source, o).await {
+                if !restart_truncated(ctx, path, t).await {
                     return false;
                 }
-                info!(source = %ctx.name, path = %path.display(), "log file truncated; reading it from the start");
-                SourceStats::bump(&ctx.stats.rotations);
-                if let Err(e) = o.file.seek(SeekFrom::Start(0)) {
-                    warn_once(ctx, path, t, &e);
-                    t.open = None;
-                    return true;
-                }
-                o.splitter.reset(0);
-                o.fp = Fingerprint::default();
             }
         }
     }
+    true
+}
+
+/// The file was truncated (copytruncate): ends its unfinished line and reads it again
+/// from the start. `false` when the source must stop.
+async fn restart_truncated(ctx: &Ctx, path: &Path, t: &mut Tracked) -> bool {
+    let Some(o) = t.open.as_mut() else { return true };
+    if !flush(ctx, &t.key, &t.source, o).await {
+        return false;
+    }
+    info!(source = %ctx.name, path = %path.display(), "log file truncated; reading it from the start");
+    SourceStats::bump(&ctx.stats.rotations);
+    if let Err(e) = o.file.seek(SeekFrom::Start(0)) {
+        warn_once(ctx, path, t, &e);
+        t.open = None;
+        return true;
+    }
+    o.splitter.reset(0);
+    o.fp = Fingerprint::default();
     true
 }
 
