@@ -15,20 +15,15 @@ fn hub_dir() -> PathBuf {
 }
 
 fn read_tree(root: &Path, dir: &Path, out: &mut Vec<HubFile>) {
-    let entries =
-        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
     for entry in entries {
         let path = entry.expect("dir entry").path();
         if path.is_dir() {
             read_tree(root, &path, out);
         } else {
-            let rel = path
-                .strip_prefix(root)
-                .expect("under root")
-                .to_string_lossy()
-                .replace('\\', "/");
-            let text = std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            let rel = path.strip_prefix(root).expect("under root").to_string_lossy().replace('\\', "/");
+            let text =
+                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
             out.push(HubFile { path: rel, text });
         }
     }
@@ -53,19 +48,14 @@ fn line(log_type: &str, text: &str) -> RawLine {
 fn parse(p: &Parsers, log_type: &str, text: &str) -> Event {
     match p.parse(line(log_type, text)) {
         Ok(e) => e,
-        Err(miss) => panic!(
-            "{text:?} missed: {miss}\n{}",
-            p.explain(&line(log_type, text))
-        ),
+        Err(miss) => panic!("{text:?} missed: {miss}\n{}", p.explain(&line(log_type, text))),
     }
 }
 
 /// `$CARGO_MANIFEST_DIR/../../shared/data/<rel>`: the repository is cloned with
 /// `shared/` beside it. Missing data fails loudly rather than passing silently.
 fn shared(rel: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared")
-        .join(rel);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(rel);
     assert!(
         path.exists(),
         "{} is missing: clone the shared data beside the repository (../shared relative to the repo root)",
@@ -76,10 +66,7 @@ fn shared(rel: &str) -> PathBuf {
 
 fn read_lines(path: &Path) -> Vec<String> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    String::from_utf8_lossy(&bytes)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
 }
 
 /// Parses every line; returns (events, misses as (line, reason)).
@@ -107,14 +94,8 @@ fn elastic_auth_log_sshd_lines_parse() {
     let lines = read_lines(&shared("data/elastic-examples/auth.log"));
     let (events, misses) = run_file(&p, "syslog", &lines);
     let sshd_total = lines.iter().filter(|l| program_of(l) == "sshd").count();
-    let sshd_misses: Vec<_> = misses
-        .iter()
-        .filter(|(l, _)| program_of(l) == "sshd")
-        .collect();
-    let failed = events
-        .iter()
-        .filter(|e| e.meta.get("log_type") == Some("ssh_failed-auth"))
-        .count();
+    let sshd_misses: Vec<_> = misses.iter().filter(|(l, _)| program_of(l) == "sshd").collect();
+    let failed = events.iter().filter(|e| e.meta.get("log_type") == Some("ssh_failed-auth")).count();
     eprintln!(
         "auth.log: {} lines, {} events, {} misses; sshd {} lines, {} misses, {} ssh_failed-auth",
         lines.len(),
@@ -141,37 +122,21 @@ fn elastic_auth_log_sshd_lines_parse() {
     ];
     let missed_failures: Vec<_> = sshd_misses
         .iter()
-        .filter(|(l, _)| {
-            failure_words.iter().any(|w| l.contains(w)) && !l.contains("input_userauth_request")
-        })
+        .filter(|(l, _)| failure_words.iter().any(|w| l.contains(w)) && !l.contains("input_userauth_request"))
         .collect();
-    assert!(
-        missed_failures.is_empty(),
-        "failure lines missed: {missed_failures:#?}"
-    );
-    assert!(
-        sshd_misses.len() * 100 < sshd_total * 5,
-        "more than 5% of sshd lines missed"
-    );
+    assert!(missed_failures.is_empty(), "failure lines missed: {missed_failures:#?}");
+    assert!(sshd_misses.len() * 100 < sshd_total * 5, "more than 5% of sshd lines missed");
     assert!(failed > 1_000, "only {failed} ssh_failed-auth events");
     // Known attackers of this log: every `Failed password` line of theirs (including
     // rsyslog's `message repeated N times: [ ... ]`) is a failed authentication.
-    for (ip, at_least) in [
-        ("24.151.103.17", 157),
-        ("34.204.227.175", 43),
-        ("49.4.143.105", 40),
-    ] {
+    for (ip, at_least) in [("24.151.103.17", 157), ("34.204.227.175", 43), ("49.4.143.105", 40)] {
         let n = events
             .iter()
             .filter(|e| {
-                e.meta.get("source_ip") == Some(ip)
-                    && e.meta.get("log_type") == Some("ssh_failed-auth")
+                e.meta.get("source_ip") == Some(ip) && e.meta.get("log_type") == Some("ssh_failed-auth")
             })
             .count();
-        assert!(
-            n >= at_least,
-            "{ip}: {n} failed-auth events, expected at least {at_least}"
-        );
+        assert!(n >= at_least, "{ip}: {n} failed-auth events, expected at least {at_least}");
     }
     // Its bad-version probes are pre-auth events of the same attacker.
     assert!(events
@@ -188,39 +153,19 @@ fn elastic_apache_log_parses() {
     for (l, why) in misses.iter().take(20) {
         eprintln!("  miss ({why}): {l}");
     }
-    eprintln!(
-        "apache_logs: {} lines, {} misses",
-        lines.len(),
-        misses.len()
-    );
+    eprintln!("apache_logs: {} lines, {} misses", lines.len(), misses.len());
     assert!(misses.len() * 1000 < lines.len(), "more than 0.1% missed");
-    assert!(events
-        .iter()
-        .all(|e| e.meta.get("log_type") == Some("http_access-log")));
+    assert!(events.iter().all(|e| e.meta.get("log_type") == Some("http_access-log")));
     assert!(
-        events
-            .iter()
-            .all(|e| e.time.0 > 1_400_000_000_000 && e.time.0 < 1_500_000_000_000),
+        events.iter().all(|e| e.time.0 > 1_400_000_000_000 && e.time.0 < 1_500_000_000_000),
         "times from 2015"
     );
-    let not_found = events
-        .iter()
-        .filter(|e| e.meta.get("http_status") == Some("404"))
-        .count();
+    let not_found = events.iter().filter(|e| e.meta.get("http_status") == Some("404")).count();
     assert_eq!(not_found, 213, "404 responses");
-    let busiest = events
-        .iter()
-        .filter(|e| e.meta.get("source_ip") == Some("66.249.73.135"))
-        .count();
+    let busiest = events.iter().filter(|e| e.meta.get("source_ip") == Some("66.249.73.135")).count();
     assert_eq!(busiest, 482, "requests of 66.249.73.135");
-    let statics = events
-        .iter()
-        .filter(|e| e.parsed.get("static_ressource") == Some("true"))
-        .count();
-    assert!(
-        statics > 3_000 && statics < 9_000,
-        "{statics} static resources"
-    );
+    let statics = events.iter().filter(|e| e.parsed.get("static_ressource") == Some("true")).count();
+    assert!(statics > 3_000 && statics < 9_000, "{statics} static resources");
 }
 
 #[test]
@@ -250,11 +195,7 @@ fn workload_sshd_failures_and_nginx_lines_parse() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    eprintln!(
-        "workload: {} access lines, {} misses",
-        access.len(),
-        access_misses.len()
-    );
+    eprintln!("workload: {} access lines, {} misses", access.len(), access_misses.len());
     for (form, (n, miss)) in &by_form {
         eprintln!("  sshd {form:<45} {n:>5} lines {miss:>4} misses");
     }
@@ -264,16 +205,8 @@ fn workload_sshd_failures_and_nginx_lines_parse() {
     for (l, why) in access_misses.iter().take(20) {
         eprintln!("  nginx miss ({why}): {l}");
     }
-    assert!(
-        access_misses.is_empty(),
-        "{} nginx lines missed",
-        access_misses.len()
-    );
-    assert!(
-        sshd_misses.is_empty(),
-        "{} sshd lines missed",
-        sshd_misses.len()
-    );
+    assert!(access_misses.is_empty(), "{} nginx lines missed", access_misses.len());
+    assert!(sshd_misses.is_empty(), "{} sshd lines missed", sshd_misses.len());
 }
 
 /// `cargo test --release -p palisade-actors --test parsers -- --ignored --nocapture throughput`
@@ -341,6 +274,28 @@ fn throughput() {
     );
 }
 
+/// Parses one log file once, for a profiler: instruction counts (`valgrind
+/// --tool=callgrind --toggle-collect='*Parsers::parse*'`) are stable on a busy machine
+/// where CPU time is not.
+///
+/// `PALISADE_PROFILE_FILE=/tmp/wl/access.log PALISADE_PROFILE_TYPE=nginx cargo test
+/// --release -p palisade-actors --test parsers -- --ignored --nocapture profile_one_file`
+#[test]
+#[ignore = "measurement: run under a profiler"]
+fn profile_one_file() {
+    let (Ok(file), Ok(log_type)) =
+        (std::env::var("PALISADE_PROFILE_FILE"), std::env::var("PALISADE_PROFILE_TYPE"))
+    else {
+        eprintln!("set PALISADE_PROFILE_FILE and PALISADE_PROFILE_TYPE");
+        return;
+    };
+    let p = parsers();
+    let batch: Vec<RawLine> = read_lines(Path::new(&file)).iter().map(|l| line(&log_type, l)).collect();
+    let n = batch.len();
+    let ok = batch.into_iter().filter_map(|l| p.parse(l).ok()).map(std::hint::black_box).count();
+    eprintln!("{n} lines, {ok} parsed");
+}
+
 /// Nanoseconds this thread has run on a CPU (Linux), from `/proc/thread-self/schedstat`.
 fn thread_cpu_ns() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
@@ -368,17 +323,9 @@ fn samples() -> Vec<Sample> {
         } else if l.starts_with('#') || l.trim().is_empty() {
             continue;
         } else if let Some((at, log_type, expect)) = pending.take() {
-            out.push(Sample {
-                at,
-                log_type,
-                expect,
-                text: l.to_owned(),
-            });
+            out.push(Sample { at, log_type, expect, text: l.to_owned() });
         } else {
-            panic!(
-                "samples.txt:{}: a line without an `@ ...` expectation before it",
-                i + 1
-            );
+            panic!("samples.txt:{}: a line without an `@ ...` expectation before it", i + 1);
         }
     }
     out
@@ -410,12 +357,7 @@ fn rfc3339(t: Timestamp) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, (sod / 60) % 60, sod % 60)
 }
 
 #[test]
@@ -429,21 +371,15 @@ fn every_supported_form_parses_as_documented() {
         let mut problems = Vec::new();
         let miss = case.expect.iter().find_map(|x| x.strip_prefix("miss="));
         match (&result, miss) {
-            (Ok(_), Some(stage)) => {
-                problems.push(format!("expected a miss at {stage}, got an event"))
-            }
+            (Ok(_), Some(stage)) => problems.push(format!("expected a miss at {stage}, got an event")),
             (Err(m), Some(stage)) => {
                 if &*m.stage != stage {
-                    problems.push(format!(
-                        "missed at {} ({}), expected at {stage}",
-                        m.stage, m.reason
-                    ));
+                    problems.push(format!("missed at {} ({}), expected at {stage}", m.stage, m.reason));
                 }
                 for x in &case.expect {
                     if let Some(want) = x.strip_prefix("reason~") {
                         if !m.reason.to_string().contains(want) {
-                            problems
-                                .push(format!("reason {:?} lacks {want:?}", m.reason.to_string()));
+                            problems.push(format!("reason {:?} lacks {want:?}", m.reason.to_string()));
                         }
                     }
                 }
@@ -498,11 +434,7 @@ fn explain_and_list_describe_the_shipped_parsers() {
     let json = serde_json::to_value(&x).expect("serialises");
     assert_eq!(json["result"]["status"], "parsed");
     assert_eq!(json["result"]["parser"], &*event.parser);
-    let names: Vec<String> = p
-        .list()
-        .into_iter()
-        .map(|i| format!("{} {}", i.stage, i.name))
-        .collect();
+    let names: Vec<String> = p.list().into_iter().map(|i| format!("{} {}", i.stage, i.name)).collect();
     for want in [
         "s00-raw palisade/syslog-logs",
         "s01-parse palisade/sshd-logs",

@@ -8,9 +8,9 @@ use super::config::{OnSuccess, RawField};
 use super::methods::Method;
 use crate::event::{Fields, RawLine};
 use palisade_proto::Timestamp;
-use regex::bytes::Regex;
+use regex::bytes::{CaptureLocations, Regex};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A line being parsed: the raw line and what the stages have set so far.
 pub(crate) struct Work {
@@ -26,21 +26,15 @@ pub(crate) struct Work {
 
 impl Work {
     pub(crate) fn new(line: RawLine) -> Self {
-        Work {
-            line,
-            meta: Fields::new(),
-            parsed: Fields::new(),
-            time: None,
-            parser: None,
-        }
+        Work { line, meta: Fields::new(), parsed: Fields::new(), time: None, parser: None }
     }
 
     /// The value of a field, if set.
     pub(crate) fn get(&self, field: &FieldRef) -> Option<&str> {
         match field {
             FieldRef::Line => Some(&self.line.text),
-            FieldRef::Meta(k) => self.meta.get(k),
-            FieldRef::Parsed(k) => self.parsed.get(k),
+            FieldRef::Meta(k) => lookup(&self.meta, k),
+            FieldRef::Parsed(k) => lookup(&self.parsed, k),
         }
     }
 
@@ -52,6 +46,17 @@ impl Work {
             FieldRef::Parsed(k) => self.parsed.set(k.clone(), value),
         }
     }
+}
+
+/// The value of an interned field name in `fields`, found by pointer.
+///
+/// Every key the engine stores comes from the load-time [`Interner`](super::load::Interner)
+/// (captures, static targets, method outputs), so within one parse two keys are the same
+/// name exactly when they are the same allocation. Comparing addresses instead of text
+/// skips a `memcmp` per entry, and field lookups run a few dozen times per line.
+pub(crate) fn lookup<'a>(fields: &'a Fields, key: &Arc<str>) -> Option<&'a str> {
+    let want = key.as_ptr();
+    fields.iter().find(|(k, _)| std::ptr::eq(k.as_ptr(), want)).map(|(_, v)| v)
 }
 
 /// Where a node reads its input or a static writes its output.
@@ -121,10 +126,12 @@ pub(crate) struct Stage {
     pub by_program: HashMap<Box<str>, Vec<u32>>,
     /// Parsers whose filter does not name programs (they see every line).
     pub generic: Vec<u32>,
+    /// The interned `program` field name, for [`lookup`].
+    pub program: Arc<str>,
 }
 
 impl Stage {
-    pub(crate) fn new(name: Arc<str>, parsers: Vec<Parser>) -> Self {
+    pub(crate) fn new(name: Arc<str>, parsers: Vec<Parser>, program: Arc<str>) -> Self {
         let mut by_program: HashMap<Box<str>, Vec<u32>> = HashMap::new();
         let mut generic = Vec::new();
         for (i, p) in parsers.iter().enumerate() {
@@ -141,12 +148,7 @@ impl Stage {
                 None => generic.push(i),
             }
         }
-        Stage {
-            name,
-            parsers,
-            by_program,
-            generic,
-        }
+        Stage { name, parsers, by_program, generic, program }
     }
 
     /// Runs the stage. `Ok(())` when a parser matched.
@@ -166,19 +168,13 @@ impl Stage {
         let by_prog: &[u32] = if T::ON {
             &[]
         } else {
-            w.parsed
-                .get("program")
+            lookup(&w.parsed, &self.program)
                 .and_then(|p| self.by_program.get(p))
                 .map(Vec::as_slice)
                 .unwrap_or(&[])
         };
-        let candidates = Merge {
-            a: by_prog,
-            b: &self.generic,
-            all: T::ON,
-            next_all: 0,
-            len: self.parsers.len(),
-        };
+        let candidates =
+            Merge { a: by_prog, b: &self.generic, all: T::ON, next_all: 0, len: self.parsers.len() };
         for i in candidates {
             let Some(p) = self.parsers.get(i as usize) else {
                 break;
@@ -323,29 +319,55 @@ pub(crate) struct RegexNode {
     pub apply_on: FieldRef,
     /// When the regex is anchored at the start and every match begins with one of these
     /// literals, a `starts_with` check rejects most lines for the price of a `memcmp`.
-    pub prefixes: Option<Vec<Box<[u8]>>>,
+    pub prefixes: Option<Prefixes>,
     /// (group index, field name) of every named group.
     pub captures: Vec<(usize, Arc<str>)>,
+    /// Capture slots kept between lines: making them allocates and bumps a reference
+    /// count, a noticeable share of a short line. Parsing is single-threaded per
+    /// pipeline, so the lock is uncontended; a thread that finds it taken (or poisoned)
+    /// simply makes its own slots.
+    pub locs: Mutex<CaptureLocations>,
+}
+
+/// The literals a node's matches must start with (see [`RegexNode::prefixes`]).
+pub(crate) struct Prefixes {
+    /// Non-empty, none a prefix of another.
+    literals: Vec<Box<[u8]>>,
+    /// The first byte of every literal, as a bit set. A stage like sshd's tries dozens
+    /// of nodes per line, each with several literals (`Failed `, `error: Failed `...):
+    /// most are ruled out by the line's first byte without calling `memcmp`.
+    first_bytes: [u64; 4],
+}
+
+impl Prefixes {
+    pub(crate) fn new(literals: Vec<Box<[u8]>>) -> Self {
+        let mut first_bytes = [0u64; 4];
+        for b in literals.iter().filter_map(|l| l.first()) {
+            first_bytes[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        Prefixes { literals, first_bytes }
+    }
+
+    /// Whether `hay` starts with one of the literals.
+    fn matches(&self, hay: &[u8]) -> bool {
+        let Some(&b) = hay.first() else {
+            return false;
+        };
+        self.first_bytes[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+            && self.literals.iter().any(|p| hay.starts_with(p))
+    }
 }
 
 impl RegexNode {
     /// Matches and stores captures into parsed fields.
     fn run<T: Tracer>(&self, w: &mut Work, t: &mut T) -> Result<(), String> {
         let Some(hay) = w.get(&self.apply_on) else {
-            return Err(if T::ON {
-                format!("{} is not set", self.apply_on)
-            } else {
-                String::new()
-            });
+            return Err(if T::ON { format!("{} is not set", self.apply_on) } else { String::new() });
         };
         if let Some(prefixes) = &self.prefixes {
-            let bytes = hay.as_bytes();
-            if !prefixes.iter().any(|p| bytes.starts_with(p)) {
+            if !prefixes.matches(hay.as_bytes()) {
                 return Err(if T::ON {
-                    format!(
-                        "{} does not start with a literal the pattern needs",
-                        self.apply_on
-                    )
+                    format!("{} does not start with a literal the pattern needs", self.apply_on)
                 } else {
                     String::new()
                 });
@@ -355,20 +377,20 @@ impl RegexNode {
             return if self.re.is_match(hay.as_bytes()) {
                 Ok(())
             } else {
-                Err(if T::ON {
-                    "pattern does not match".to_owned()
-                } else {
-                    String::new()
-                })
+                Err(if T::ON { "pattern does not match".to_owned() } else { String::new() })
             };
         }
-        let mut locs = self.re.capture_locations();
-        if self.re.captures_read(&mut locs, hay.as_bytes()).is_none() {
-            return Err(if T::ON {
-                "pattern does not match".to_owned()
-            } else {
-                String::new()
-            });
+        let mut own;
+        let mut shared = self.locs.try_lock();
+        let locs = match shared.as_deref_mut() {
+            Ok(locs) => locs,
+            Err(_) => {
+                own = self.re.capture_locations();
+                &mut own
+            }
+        };
+        if self.re.captures_read(locs, hay.as_bytes()).is_none() {
+            return Err(if T::ON { "pattern does not match".to_owned() } else { String::new() });
         }
         // Load refuses captures named like the input field, so `hay` stays the same
         // string while the captures are stored. The regex works on bytes: a capture
@@ -400,11 +422,9 @@ impl Node {
             NodeKind::Regex(r) => r.run(w, t),
             NodeKind::Method(m) => match m.run(w, t) {
                 Outcome::Matched => Ok(()),
-                Outcome::NoMatch => Err(if T::ON {
-                    format!("{} does not apply", m.name())
-                } else {
-                    String::new()
-                }),
+                Outcome::NoMatch => {
+                    Err(if T::ON { format!("{} does not apply", m.name()) } else { String::new() })
+                }
                 Outcome::Reject(reason) => {
                     if T::ON {
                         t.node_end(format!("rejected: {reason}"));
@@ -471,9 +491,7 @@ impl Static {
     fn apply<T: Tracer>(&self, w: &mut Work, t: &mut T) {
         let value = match &self.source {
             StaticSource::Value(v) => Some(v.clone()),
-            StaticSource::Capture(name) => w
-                .parsed
-                .get(name)
+            StaticSource::Capture(name) => lookup(&w.parsed, name)
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
                 .or_else(|| self.default.clone()),
@@ -491,11 +509,12 @@ impl Static {
 }
 
 /// A compiled filter: all conditions must hold.
-#[derive(Default)]
 pub(crate) struct Filter {
     /// `program:` values, kept apart so the stage can index parsers by program.
     pub programs: Option<Vec<Box<str>>>,
     pub conds: Vec<Cond>,
+    /// The interned `program` field name, for [`lookup`].
+    pub program: Arc<str>,
 }
 
 pub(crate) enum Cond {
@@ -509,24 +528,24 @@ pub(crate) enum Cond {
 impl Filter {
     pub(crate) fn accepts(&self, w: &Work) -> bool {
         if let Some(progs) = &self.programs {
-            match w.parsed.get("program") {
+            match lookup(&w.parsed, &self.program) {
                 Some(p) if progs.iter().any(|x| &**x == p) => {}
                 _ => return false,
             }
         }
-        self.conds.iter().all(|c| c.holds(w))
+        self.conds.iter().all(|c| c.holds(w, &self.program))
     }
 
     /// Why `accepts` is false, for `explain`.
     pub(crate) fn rejection(&self, w: &Work) -> String {
         if let Some(progs) = &self.programs {
-            let p = w.parsed.get("program");
+            let p = lookup(&w.parsed, &self.program);
             if !p.is_some_and(|p| progs.iter().any(|x| &**x == p)) {
                 return format!("program {} is not one of {}", quote(p), list(progs));
             }
         }
         for c in &self.conds {
-            if !c.holds(w) {
+            if !c.holds(w, &self.program) {
                 return match c {
                     Cond::LogType(v) => {
                         format!("log type {:?} is not one of {}", &*w.line.log_type, list(v))
@@ -537,7 +556,7 @@ impl Filter {
                     Cond::ProgramPrefix(v) => {
                         format!(
                             "program {} does not start with any of {}",
-                            quote(w.parsed.get("program")),
+                            quote(lookup(&w.parsed, &self.program)),
                             list(v)
                         )
                     }
@@ -565,14 +584,14 @@ fn list(v: &[Box<str>]) -> String {
 }
 
 impl Cond {
-    fn holds(&self, w: &Work) -> bool {
+    /// Whether the condition holds; `program` is the interned `program` field name.
+    fn holds(&self, w: &Work, program: &Arc<str>) -> bool {
         match self {
             Cond::LogType(v) => v.iter().any(|x| **x == *w.line.log_type),
             Cond::NotLogType(v) => !v.iter().any(|x| **x == *w.line.log_type),
-            Cond::ProgramPrefix(v) => w
-                .parsed
-                .get("program")
-                .is_some_and(|p| v.iter().any(|x| p.starts_with(&**x))),
+            Cond::ProgramPrefix(v) => {
+                lookup(&w.parsed, program).is_some_and(|p| v.iter().any(|x| p.starts_with(&**x)))
+            }
             Cond::Is(f, v) => w.get(f).is_some_and(|val| v.iter().any(|x| &**x == val)),
             Cond::Has(f) => w.get(f).is_some(),
         }

@@ -3,7 +3,7 @@
 
 use super::config::{FilterConfig, MethodName, NodeConfig, ParserDoc, StaticConfig};
 use super::engine::{
-    Cond, FieldRef, Filter, Node, NodeKind, Parser, RegexNode, Stage, Static, StaticSource,
+    Cond, FieldRef, Filter, Node, NodeKind, Parser, Prefixes, RegexNode, Stage, Static, StaticSource,
 };
 use super::methods::{HttpNames, Method};
 use super::patterns::{expand, PatternLibrary};
@@ -22,8 +22,8 @@ const MAX_PREFIXES: usize = 64;
 /// Static-resource extensions when an `http_enrich` node lists none (CrowdSec's list,
 /// plus modern formats).
 const DEFAULT_STATIC_EXTENSIONS: &[&str] = &[
-    ".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".bmp", ".ico", ".svg", ".css", ".js",
-    ".mjs", ".map", ".woff", ".woff2", ".ttf", ".otf", ".eot",
+    ".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".bmp", ".ico", ".svg", ".css", ".js", ".mjs", ".map",
+    ".woff", ".woff2", ".ttf", ".otf", ".eot",
 ];
 
 /// Shares one `Arc<str>` per field name across all parsers.
@@ -43,17 +43,10 @@ impl Interner {
 
 /// Compiles the parser files among `files` into stages, in stage-name order.
 pub(crate) fn load(files: &[HubFile]) -> Result<Vec<Stage>, HubError> {
-    let mut global = PatternLibrary::builtin().map_err(|e| {
-        HubError::new(
-            "<built-in patterns>",
-            e.location().map(|l| l.line()),
-            e.to_string(),
-        )
-    })?;
-    let mut ours: Vec<&HubFile> = files
-        .iter()
-        .filter(|f| f.path.starts_with(ROOT) && is_yaml(&f.path))
-        .collect();
+    let mut global = PatternLibrary::builtin()
+        .map_err(|e| HubError::new("<built-in patterns>", e.location().map(|l| l.line()), e.to_string()))?;
+    let mut ours: Vec<&HubFile> =
+        files.iter().filter(|f| f.path.starts_with(ROOT) && is_yaml(&f.path)).collect();
     ours.sort_by(|a, b| a.path.cmp(&b.path));
 
     // Global patterns first, so every parser file can use them whatever its name.
@@ -63,11 +56,13 @@ pub(crate) fn load(files: &[HubFile]) -> Result<Vec<Stage>, HubError> {
         match rest.split_once('/') {
             Some((PATTERNS_DIR, _)) => load_patterns(f, &mut global)?,
             None if rest.starts_with(PATTERNS_DIR) => load_patterns(f, &mut global)?,
-            None => return Err(HubError::new(
-                &f.path,
-                None,
-                "a parser file must live in a stage directory, e.g. parsers/s01-parse/<name>.yaml",
-            )),
+            None => {
+                return Err(HubError::new(
+                    &f.path,
+                    None,
+                    "a parser file must live in a stage directory, e.g. parsers/s01-parse/<name>.yaml",
+                ))
+            }
             Some((stage, _)) => stage_files.entry(stage).or_default().push(f),
         }
     }
@@ -81,17 +76,10 @@ pub(crate) fn load(files: &[HubFile]) -> Result<Vec<Stage>, HubError> {
         for f in files {
             for (first_line, doc) in split_documents(&f.text) {
                 let parsed: ParserDoc = serde_yaml::from_str(doc).map_err(|e| {
-                    let line = e
-                        .location()
-                        .map(|l| first_line + l.line() - 1)
-                        .or(Some(first_line));
+                    let line = e.location().map(|l| first_line + l.line() - 1).or(Some(first_line));
                     HubError::new(&f.path, line, strip_location(&e.to_string()))
                 })?;
-                let ctx = DocCtx {
-                    file: &f.path,
-                    text: doc,
-                    first_line,
-                };
+                let ctx = DocCtx { file: &f.path, text: doc, first_line };
                 let parser = compile_parser(parsed, &ctx, &stage_name, &global, &mut interner)?;
                 if let Some(other) = names.insert(parser.name.clone(), f.path.clone()) {
                     return Err(ctx.err(
@@ -105,7 +93,7 @@ pub(crate) fn load(files: &[HubFile]) -> Result<Vec<Stage>, HubError> {
                 parsers.push(parser);
             }
         }
-        stages.push(Stage::new(stage_name, parsers));
+        stages.push(Stage::new(stage_name, parsers, interner.get("program")));
     }
     Ok(stages)
 }
@@ -116,20 +104,11 @@ fn is_yaml(path: &str) -> bool {
 
 fn load_patterns(f: &HubFile, global: &mut PatternLibrary) -> Result<(), HubError> {
     let map: BTreeMap<String, String> = serde_yaml::from_str(&f.text).map_err(|e| {
-        HubError::new(
-            &f.path,
-            e.location().map(|l| l.line()),
-            strip_location(&e.to_string()),
-        )
+        HubError::new(&f.path, e.location().map(|l| l.line()), strip_location(&e.to_string()))
     })?;
     for (name, body) in map {
         if global.contains(&name) {
-            let line = DocCtx {
-                file: &f.path,
-                text: &f.text,
-                first_line: 1,
-            }
-            .line_of(&format!("{name}:"));
+            let line = DocCtx { file: &f.path, text: &f.text, first_line: 1 }.line_of(&format!("{name}:"));
             return Err(HubError::new(
                 &f.path,
                 line,
@@ -166,10 +145,7 @@ pub(crate) fn split_documents(text: &str) -> Vec<(usize, &str)> {
         offset += line.len();
     }
     docs.push((start_line, &text[start_byte..]));
-    docs.retain(|(_, d)| {
-        d.lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-    });
+    docs.retain(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')));
     docs
 }
 
@@ -193,10 +169,7 @@ impl DocCtx<'_> {
         if needle.is_empty() {
             return None;
         }
-        self.text
-            .lines()
-            .position(|l| l.contains(&needle))
-            .map(|i| self.first_line + i)
+        self.text.lines().position(|l| l.contains(&needle)).map(|i| self.first_line + i)
     }
 }
 
@@ -223,14 +196,7 @@ fn compile_parser(
     let filter = compile_filter(doc.filter, interner);
     let mut nodes = Vec::with_capacity(doc.nodes.len());
     for (i, node) in doc.nodes.into_iter().enumerate() {
-        nodes.push(compile_node(
-            node,
-            format!("nodes[{i}]"),
-            ctx,
-            &local,
-            global,
-            interner,
-        )?);
+        nodes.push(compile_node(node, format!("nodes[{i}]"), ctx, &local, global, interner)?);
     }
     let statics = compile_statics(doc.statics, ctx, interner)?;
     Ok(Parser {
@@ -246,10 +212,7 @@ fn compile_parser(
 }
 
 fn boxed(v: super::config::OneOrMany) -> Vec<Box<str>> {
-    v.into_vec()
-        .into_iter()
-        .map(String::into_boxed_str)
-        .collect()
+    v.into_vec().into_iter().map(String::into_boxed_str).collect()
 }
 
 fn compile_filter(f: FilterConfig, interner: &mut Interner) -> Filter {
@@ -275,10 +238,7 @@ fn compile_filter(f: FilterConfig, interner: &mut Interner) -> Filter {
     for k in f.has_parsed {
         conds.push(Cond::Has(FieldRef::Parsed(interner.get(&k))));
     }
-    Filter {
-        programs: f.program.map(boxed),
-        conds,
-    }
+    Filter { programs: f.program.map(boxed), conds, program: interner.get("program") }
 }
 
 /// `line`, `meta.x`, `parsed.x` or bare `x` (parsed).
@@ -294,9 +254,7 @@ fn field_ref(s: &str, interner: &mut Interner) -> Result<FieldRef, String> {
         FieldRef::Parsed(interner.get(s))
     };
     match &r {
-        FieldRef::Meta(k) | FieldRef::Parsed(k) if k.is_empty() => {
-            Err(format!("empty field name in {s:?}"))
-        }
+        FieldRef::Meta(k) | FieldRef::Parsed(k) if k.is_empty() => Err(format!("empty field name in {s:?}")),
         _ => Ok(r),
     }
 }
@@ -314,23 +272,13 @@ fn compile_node(
         .pattern
         .as_deref()
         .and_then(|p| ctx.line_of(p))
-        .or_else(|| {
-            node.name
-                .as_deref()
-                .and_then(|n| ctx.line_of(&format!("name: {n}")))
-        });
+        .or_else(|| node.name.as_deref().and_then(|n| ctx.line_of(&format!("name: {n}"))));
     let err = |msg: String| ctx.err(hint_line, format!("node {label}: {msg}"));
     if node.static_extensions.is_some() && node.method != Some(MethodName::HttpEnrich) {
-        return Err(err(
-            "static_extensions only applies to method: http_enrich".into()
-        ));
+        return Err(err("static_extensions only applies to method: http_enrich".into()));
     }
     let kind = match (node.pattern, node.method) {
-        (Some(_), Some(_)) => {
-            return Err(err(
-                "a node has either a pattern or a method, not both".into()
-            ))
-        }
+        (Some(_), Some(_)) => return Err(err("a node has either a pattern or a method, not both".into())),
         (Some(pattern), None) => {
             let apply_on =
                 field_ref(node.apply_on.as_deref().unwrap_or("message"), interner).map_err(&err)?;
@@ -354,7 +302,8 @@ fn compile_node(
                 captures.push((i, interner.get(name)));
             }
             NodeKind::Regex(RegexNode {
-                prefixes: prefixes(&expanded),
+                prefixes: prefixes(&expanded).map(Prefixes::new),
+                locs: std::sync::Mutex::new(re.capture_locations()),
                 re,
                 apply_on,
                 captures,
@@ -366,15 +315,14 @@ fn compile_node(
                 MethodName::NormalizeIp => "meta.source_ip",
                 MethodName::HttpEnrich => "meta.http_path",
             };
-            let field = field_ref(node.apply_on.as_deref().unwrap_or(default_field), interner)
-                .map_err(&err)?;
+            let field =
+                field_ref(node.apply_on.as_deref().unwrap_or(default_field), interner).map_err(&err)?;
             NodeKind::Method(match method {
                 MethodName::ParseTimestamp => Method::ParseTimestamp { field },
                 MethodName::NormalizeIp => {
                     if field == FieldRef::Line {
                         return Err(err(
-                            "normalize_ip rewrites its field; it cannot apply on the raw line"
-                                .into(),
+                            "normalize_ip rewrites its field; it cannot apply on the raw line".into()
                         ));
                     }
                     Method::NormalizeIp { field }
@@ -382,10 +330,7 @@ fn compile_node(
                 MethodName::HttpEnrich => {
                     let exts = match node.static_extensions {
                         Some(v) => v,
-                        None => DEFAULT_STATIC_EXTENSIONS
-                            .iter()
-                            .map(|s| (*s).to_owned())
-                            .collect(),
+                        None => DEFAULT_STATIC_EXTENSIONS.iter().map(|s| (*s).to_owned()).collect(),
                     };
                     let mut static_extensions = Vec::with_capacity(exts.len());
                     for e in exts {
@@ -422,22 +367,10 @@ fn compile_node(
     };
     let mut children = Vec::with_capacity(node.nodes.len());
     for (i, child) in node.nodes.into_iter().enumerate() {
-        children.push(compile_node(
-            child,
-            format!("{position}/nodes[{i}]"),
-            ctx,
-            local,
-            global,
-            interner,
-        )?);
+        children.push(compile_node(child, format!("{position}/nodes[{i}]"), ctx, local, global, interner)?);
     }
     let statics = compile_statics(node.statics, ctx, interner)?;
-    Ok(Node {
-        label,
-        kind,
-        statics,
-        children,
-    })
+    Ok(Node { label, kind, statics, children })
 }
 
 fn compile_statics(
@@ -451,15 +384,8 @@ fn compile_statics(
             (Some(k), None) => FieldRef::Meta(interner.get(k)),
             (None, Some(k)) => FieldRef::Parsed(interner.get(k)),
             _ => {
-                let line = s
-                    .meta
-                    .as_deref()
-                    .or(s.parsed.as_deref())
-                    .and_then(|k| ctx.line_of(k));
-                return Err(ctx.err(
-                    line,
-                    "a static sets exactly one of meta: <key> or parsed: <key>",
-                ));
+                let line = s.meta.as_deref().or(s.parsed.as_deref()).and_then(|k| ctx.line_of(k));
+                return Err(ctx.err(line, "a static sets exactly one of meta: <key> or parsed: <key>"));
             }
         };
         let key_line = ctx.line_of(&target.to_string().replace('.', ": "));
@@ -475,16 +401,9 @@ fn compile_statics(
             }
         };
         if s.default.is_some() && !matches!(source, StaticSource::Capture(_)) {
-            return Err(ctx.err(
-                key_line,
-                format!("static {target}: default only goes with capture"),
-            ));
+            return Err(ctx.err(key_line, format!("static {target}: default only goes with capture")));
         }
-        out.push(Static {
-            target,
-            source,
-            default: s.default,
-        });
+        out.push(Static { target, source, default: s.default });
     }
     Ok(out)
 }
@@ -492,17 +411,13 @@ fn compile_statics(
 /// The literals every match must start with, when the regex is anchored at the start
 /// and they can be known (see [`RegexNode::prefixes`]).
 fn prefixes(pattern: &str) -> Option<Vec<Box<[u8]>>> {
-    let hir = regex_syntax::ParserBuilder::new()
-        .build()
-        .parse(pattern)
-        .ok()?;
+    let hir = regex_syntax::ParserBuilder::new().build().parse(pattern).ok()?;
     if !hir.properties().look_set_prefix().contains(Look::Start) {
         return None;
     }
     let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
     let lits = seq.literals()?;
-    if lits.is_empty() || lits.len() > MAX_PREFIXES || lits.iter().any(|l| l.as_bytes().is_empty())
-    {
+    if lits.is_empty() || lits.len() > MAX_PREFIXES || lits.iter().any(|l| l.as_bytes().is_empty()) {
         return None;
     }
     let mut out: Vec<Box<[u8]>> = lits.iter().map(|l| Box::from(l.as_bytes())).collect();
