@@ -327,6 +327,11 @@ pub(crate) struct RegexNode {
     /// pipeline, so the lock is uncontended; a thread that finds it taken (or poisoned)
     /// simply makes its own slots.
     pub locs: Mutex<CaptureLocations>,
+    /// The field that takes the rest of the line, when the pattern ended in
+    /// `(?P<rest>.*)`: `re` is the pattern without it, and the value is cut from the end
+    /// of the match to the next `\n` (what `.*` would match), without the regex
+    /// stepping through it.
+    pub rest: Option<Arc<str>>,
 }
 
 /// The literals a node's matches must start with (see [`RegexNode::prefixes`]).
@@ -373,7 +378,7 @@ impl RegexNode {
                 });
             }
         }
-        if self.captures.is_empty() {
+        if self.captures.is_empty() && self.rest.is_none() {
             return if self.re.is_match(hay.as_bytes()) {
                 Ok(())
             } else {
@@ -408,6 +413,18 @@ impl RegexNode {
                 t.set(format!("parsed.{name}"), &value);
             }
             w.parsed.set(name.clone(), value);
+        }
+        if let (Some(name), Some((_, start))) = (&self.rest, locs.get(0)) {
+            let rest = w.get(&self.apply_on).and_then(|h| h.get(start..)).map(|rest| {
+                let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
+                rest[..end].to_owned()
+            });
+            if let Some(value) = rest {
+                if T::ON {
+                    t.set(format!("parsed.{name}"), &value);
+                }
+                w.parsed.set(name.clone(), value);
+            }
         }
         Ok(())
     }
