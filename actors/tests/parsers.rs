@@ -274,6 +274,28 @@ fn throughput() {
     );
 }
 
+/// Parses one log file once, for a profiler: instruction counts (`valgrind
+/// --tool=callgrind --toggle-collect='*Parsers::parse*'`) are stable on a busy machine
+/// where CPU time is not.
+///
+/// `PALISADE_PROFILE_FILE=/tmp/wl/access.log PALISADE_PROFILE_TYPE=nginx cargo test
+/// --release -p palisade-actors --test parsers -- --ignored --nocapture profile_one_file`
+#[test]
+#[ignore = "measurement: run under a profiler"]
+fn profile_one_file() {
+    let (Ok(file), Ok(log_type)) =
+        (std::env::var("PALISADE_PROFILE_FILE"), std::env::var("PALISADE_PROFILE_TYPE"))
+    else {
+        eprintln!("set PALISADE_PROFILE_FILE and PALISADE_PROFILE_TYPE");
+        return;
+    };
+    let p = parsers();
+    let batch: Vec<RawLine> = read_lines(Path::new(&file)).iter().map(|l| line(&log_type, l)).collect();
+    let n = batch.len();
+    let ok = batch.into_iter().filter_map(|l| p.parse(l).ok()).map(std::hint::black_box).count();
+    eprintln!("{n} lines, {ok} parsed");
+}
+
 /// Nanoseconds this thread has run on a CPU (Linux), from `/proc/thread-self/schedstat`.
 fn thread_cpu_ns() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;

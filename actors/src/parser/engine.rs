@@ -8,9 +8,9 @@ use super::config::{OnSuccess, RawField};
 use super::methods::Method;
 use crate::event::{Fields, RawLine};
 use palisade_proto::Timestamp;
-use regex::bytes::Regex;
+use regex::bytes::{CaptureLocations, Regex};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A line being parsed: the raw line and what the stages have set so far.
 pub(crate) struct Work {
@@ -33,8 +33,8 @@ impl Work {
     pub(crate) fn get(&self, field: &FieldRef) -> Option<&str> {
         match field {
             FieldRef::Line => Some(&self.line.text),
-            FieldRef::Meta(k) => self.meta.get(k),
-            FieldRef::Parsed(k) => self.parsed.get(k),
+            FieldRef::Meta(k) => lookup(&self.meta, k),
+            FieldRef::Parsed(k) => lookup(&self.parsed, k),
         }
     }
 
@@ -46,6 +46,17 @@ impl Work {
             FieldRef::Parsed(k) => self.parsed.set(k.clone(), value),
         }
     }
+}
+
+/// The value of an interned field name in `fields`, found by pointer.
+///
+/// Every key the engine stores comes from the load-time [`Interner`](super::load::Interner)
+/// (captures, static targets, method outputs), so within one parse two keys are the same
+/// name exactly when they are the same allocation. Comparing addresses instead of text
+/// skips a `memcmp` per entry, and field lookups run a few dozen times per line.
+pub(crate) fn lookup<'a>(fields: &'a Fields, key: &Arc<str>) -> Option<&'a str> {
+    let want = key.as_ptr();
+    fields.iter().find(|(k, _)| std::ptr::eq(k.as_ptr(), want)).map(|(_, v)| v)
 }
 
 /// Where a node reads its input or a static writes its output.
@@ -115,10 +126,12 @@ pub(crate) struct Stage {
     pub by_program: HashMap<Box<str>, Vec<u32>>,
     /// Parsers whose filter does not name programs (they see every line).
     pub generic: Vec<u32>,
+    /// The interned `program` field name, for [`lookup`].
+    pub program: Arc<str>,
 }
 
 impl Stage {
-    pub(crate) fn new(name: Arc<str>, parsers: Vec<Parser>) -> Self {
+    pub(crate) fn new(name: Arc<str>, parsers: Vec<Parser>, program: Arc<str>) -> Self {
         let mut by_program: HashMap<Box<str>, Vec<u32>> = HashMap::new();
         let mut generic = Vec::new();
         for (i, p) in parsers.iter().enumerate() {
@@ -135,7 +148,7 @@ impl Stage {
                 None => generic.push(i),
             }
         }
-        Stage { name, parsers, by_program, generic }
+        Stage { name, parsers, by_program, generic, program }
     }
 
     /// Runs the stage. `Ok(())` when a parser matched.
@@ -155,7 +168,10 @@ impl Stage {
         let by_prog: &[u32] = if T::ON {
             &[]
         } else {
-            w.parsed.get("program").and_then(|p| self.by_program.get(p)).map(Vec::as_slice).unwrap_or(&[])
+            lookup(&w.parsed, &self.program)
+                .and_then(|p| self.by_program.get(p))
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
         };
         let candidates =
             Merge { a: by_prog, b: &self.generic, all: T::ON, next_all: 0, len: self.parsers.len() };
@@ -303,9 +319,48 @@ pub(crate) struct RegexNode {
     pub apply_on: FieldRef,
     /// When the regex is anchored at the start and every match begins with one of these
     /// literals, a `starts_with` check rejects most lines for the price of a `memcmp`.
-    pub prefixes: Option<Vec<Box<[u8]>>>,
+    pub prefixes: Option<Prefixes>,
     /// (group index, field name) of every named group.
     pub captures: Vec<(usize, Arc<str>)>,
+    /// Capture slots kept between lines: making them allocates and bumps a reference
+    /// count, a noticeable share of a short line. Parsing is single-threaded per
+    /// pipeline, so the lock is uncontended; a thread that finds it taken (or poisoned)
+    /// simply makes its own slots.
+    pub locs: Mutex<CaptureLocations>,
+    /// The field that takes the rest of the line, when the pattern ended in
+    /// `(?P<rest>.*)`: `re` is the pattern without it, and the value is cut from the end
+    /// of the match to the next `\n` (what `.*` would match), without the regex
+    /// stepping through it.
+    pub rest: Option<Arc<str>>,
+}
+
+/// The literals a node's matches must start with (see [`RegexNode::prefixes`]).
+pub(crate) struct Prefixes {
+    /// Non-empty, none a prefix of another.
+    literals: Vec<Box<[u8]>>,
+    /// The first byte of every literal, as a bit set. A stage like sshd's tries dozens
+    /// of nodes per line, each with several literals (`Failed `, `error: Failed `...):
+    /// most are ruled out by the line's first byte without calling `memcmp`.
+    first_bytes: [u64; 4],
+}
+
+impl Prefixes {
+    pub(crate) fn new(literals: Vec<Box<[u8]>>) -> Self {
+        let mut first_bytes = [0u64; 4];
+        for b in literals.iter().filter_map(|l| l.first()) {
+            first_bytes[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        Prefixes { literals, first_bytes }
+    }
+
+    /// Whether `hay` starts with one of the literals.
+    fn matches(&self, hay: &[u8]) -> bool {
+        let Some(&b) = hay.first() else {
+            return false;
+        };
+        self.first_bytes[usize::from(b >> 6)] & (1 << (b & 63)) != 0
+            && self.literals.iter().any(|p| hay.starts_with(p))
+    }
 }
 
 impl RegexNode {
@@ -315,8 +370,7 @@ impl RegexNode {
             return Err(if T::ON { format!("{} is not set", self.apply_on) } else { String::new() });
         };
         if let Some(prefixes) = &self.prefixes {
-            let bytes = hay.as_bytes();
-            if !prefixes.iter().any(|p| bytes.starts_with(p)) {
+            if !prefixes.matches(hay.as_bytes()) {
                 return Err(if T::ON {
                     format!("{} does not start with a literal the pattern needs", self.apply_on)
                 } else {
@@ -324,15 +378,23 @@ impl RegexNode {
                 });
             }
         }
-        if self.captures.is_empty() {
+        if self.captures.is_empty() && self.rest.is_none() {
             return if self.re.is_match(hay.as_bytes()) {
                 Ok(())
             } else {
                 Err(if T::ON { "pattern does not match".to_owned() } else { String::new() })
             };
         }
-        let mut locs = self.re.capture_locations();
-        if self.re.captures_read(&mut locs, hay.as_bytes()).is_none() {
+        let mut own;
+        let mut shared = self.locs.try_lock();
+        let locs = match shared.as_deref_mut() {
+            Ok(locs) => locs,
+            Err(_) => {
+                own = self.re.capture_locations();
+                &mut own
+            }
+        };
+        if self.re.captures_read(locs, hay.as_bytes()).is_none() {
             return Err(if T::ON { "pattern does not match".to_owned() } else { String::new() });
         }
         // Load refuses captures named like the input field, so `hay` stays the same
@@ -351,6 +413,18 @@ impl RegexNode {
                 t.set(format!("parsed.{name}"), &value);
             }
             w.parsed.set(name.clone(), value);
+        }
+        if let (Some(name), Some((_, start))) = (&self.rest, locs.get(0)) {
+            let rest = w.get(&self.apply_on).and_then(|h| h.get(start..)).map(|rest| {
+                let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
+                rest[..end].to_owned()
+            });
+            if let Some(value) = rest {
+                if T::ON {
+                    t.set(format!("parsed.{name}"), &value);
+                }
+                w.parsed.set(name.clone(), value);
+            }
         }
         Ok(())
     }
@@ -434,9 +508,7 @@ impl Static {
     fn apply<T: Tracer>(&self, w: &mut Work, t: &mut T) {
         let value = match &self.source {
             StaticSource::Value(v) => Some(v.clone()),
-            StaticSource::Capture(name) => w
-                .parsed
-                .get(name)
+            StaticSource::Capture(name) => lookup(&w.parsed, name)
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
                 .or_else(|| self.default.clone()),
@@ -454,11 +526,12 @@ impl Static {
 }
 
 /// A compiled filter: all conditions must hold.
-#[derive(Default)]
 pub(crate) struct Filter {
     /// `program:` values, kept apart so the stage can index parsers by program.
     pub programs: Option<Vec<Box<str>>>,
     pub conds: Vec<Cond>,
+    /// The interned `program` field name, for [`lookup`].
+    pub program: Arc<str>,
 }
 
 pub(crate) enum Cond {
@@ -472,24 +545,24 @@ pub(crate) enum Cond {
 impl Filter {
     pub(crate) fn accepts(&self, w: &Work) -> bool {
         if let Some(progs) = &self.programs {
-            match w.parsed.get("program") {
+            match lookup(&w.parsed, &self.program) {
                 Some(p) if progs.iter().any(|x| &**x == p) => {}
                 _ => return false,
             }
         }
-        self.conds.iter().all(|c| c.holds(w))
+        self.conds.iter().all(|c| c.holds(w, &self.program))
     }
 
     /// Why `accepts` is false, for `explain`.
     pub(crate) fn rejection(&self, w: &Work) -> String {
         if let Some(progs) = &self.programs {
-            let p = w.parsed.get("program");
+            let p = lookup(&w.parsed, &self.program);
             if !p.is_some_and(|p| progs.iter().any(|x| &**x == p)) {
                 return format!("program {} is not one of {}", quote(p), list(progs));
             }
         }
         for c in &self.conds {
-            if !c.holds(w) {
+            if !c.holds(w, &self.program) {
                 return match c {
                     Cond::LogType(v) => {
                         format!("log type {:?} is not one of {}", &*w.line.log_type, list(v))
@@ -500,7 +573,7 @@ impl Filter {
                     Cond::ProgramPrefix(v) => {
                         format!(
                             "program {} does not start with any of {}",
-                            quote(w.parsed.get("program")),
+                            quote(lookup(&w.parsed, &self.program)),
                             list(v)
                         )
                     }
@@ -528,12 +601,13 @@ fn list(v: &[Box<str>]) -> String {
 }
 
 impl Cond {
-    fn holds(&self, w: &Work) -> bool {
+    /// Whether the condition holds; `program` is the interned `program` field name.
+    fn holds(&self, w: &Work, program: &Arc<str>) -> bool {
         match self {
             Cond::LogType(v) => v.iter().any(|x| **x == *w.line.log_type),
             Cond::NotLogType(v) => !v.iter().any(|x| **x == *w.line.log_type),
             Cond::ProgramPrefix(v) => {
-                w.parsed.get("program").is_some_and(|p| v.iter().any(|x| p.starts_with(&**x)))
+                lookup(&w.parsed, program).is_some_and(|p| v.iter().any(|x| p.starts_with(&**x)))
             }
             Cond::Is(f, v) => w.get(f).is_some_and(|val| v.iter().any(|x| &**x == val)),
             Cond::Has(f) => w.get(f).is_some(),

@@ -2,12 +2,14 @@
 //! compilation, literal prefilters, and errors that say file, line and what to do.
 
 use super::config::{FilterConfig, MethodName, NodeConfig, ParserDoc, StaticConfig};
-use super::engine::{Cond, FieldRef, Filter, Node, NodeKind, Parser, RegexNode, Stage, Static, StaticSource};
+use super::engine::{
+    Cond, FieldRef, Filter, Node, NodeKind, Parser, Prefixes, RegexNode, Stage, Static, StaticSource,
+};
 use super::methods::{HttpNames, Method};
 use super::patterns::{expand, PatternLibrary};
 use crate::hub::{HubError, HubFile};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
-use regex_syntax::hir::Look;
+use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, Hir, HirKind, Look};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -91,7 +93,7 @@ pub(crate) fn load(files: &[HubFile]) -> Result<Vec<Stage>, HubError> {
                 parsers.push(parser);
             }
         }
-        stages.push(Stage::new(stage_name, parsers));
+        stages.push(Stage::new(stage_name, parsers, interner.get("program")));
     }
     Ok(stages)
 }
@@ -236,7 +238,7 @@ fn compile_filter(f: FilterConfig, interner: &mut Interner) -> Filter {
     for k in f.has_parsed {
         conds.push(Cond::Has(FieldRef::Parsed(interner.get(&k))));
     }
-    Filter { programs: f.program.map(boxed), conds }
+    Filter { programs: f.program.map(boxed), conds, program: interner.get("program") }
 }
 
 /// `line`, `meta.x`, `parsed.x` or bare `x` (parsed).
@@ -289,7 +291,7 @@ fn compile_node(
                 .size_limit(32 << 20)
                 .build()
                 .map_err(|e| err(format!("bad regex: {e}")))?;
-            let mut captures = Vec::new();
+            let mut captures: Vec<(usize, Arc<str>)> = Vec::new();
             for (i, name) in re.capture_names().enumerate() {
                 let Some(name) = name else { continue };
                 if apply_on == FieldRef::Parsed(Arc::from(name)) {
@@ -299,7 +301,27 @@ fn compile_node(
                 }
                 captures.push((i, interner.get(name)));
             }
-            NodeKind::Regex(RegexNode { prefixes: prefixes(&expanded), re, apply_on, captures })
+            // `...(?P<message>.*)`: the regex stops before the rest of the line, which
+            // is then cut without it (see `RegexNode::rest`).
+            let (re, rest) = match split_rest_of_line(&expanded) {
+                Some(head) => {
+                    let head = regex::bytes::RegexBuilder::new(&head)
+                        .unicode(false)
+                        .size_limit(32 << 20)
+                        .build()
+                        .map_err(|e| err(format!("bad regex: {e}")))?;
+                    (head, captures.pop().map(|(_, name)| name))
+                }
+                None => (re, None),
+            };
+            NodeKind::Regex(RegexNode {
+                prefixes: prefixes(&expanded).map(Prefixes::new),
+                locs: std::sync::Mutex::new(re.capture_locations()),
+                re,
+                apply_on,
+                captures,
+                rest,
+            })
         }
         (None, Some(method)) => {
             let default_field = match method {
@@ -400,6 +422,40 @@ fn compile_statics(
     Ok(out)
 }
 
+/// When `pattern` is `<head>(?P<name>.*)` (the rest of the line, as syslog framing
+/// captures the message), `head` alone.
+///
+/// `.*` always matches, so the match of the whole pattern is the match of `head`
+/// followed by everything up to the next `\n`: the regex need not step through the rest
+/// of the line byte by byte (about half of a syslog line). The split is made only when
+/// `head` parses to exactly the pattern's other parts and the capture is the last group,
+/// so the other groups keep their numbers.
+fn split_rest_of_line(pattern: &str) -> Option<String> {
+    let parse = |p: &str| regex_syntax::ParserBuilder::new().unicode(false).utf8(false).build().parse(p).ok();
+    let hir = parse(pattern)?;
+    let HirKind::Concat(items) = hir.kind() else {
+        return None;
+    };
+    let (last, head) = items.split_last()?;
+    let HirKind::Capture(cap) = last.kind() else {
+        return None;
+    };
+    let name = cap.name.as_deref()?;
+    let HirKind::Repetition(rep) = cap.sub.kind() else {
+        return None;
+    };
+    let HirKind::Class(Class::Bytes(class)) = rep.sub.kind() else {
+        return None;
+    };
+    let not_newline =
+        ClassBytes::new([ClassBytesRange::new(0, b'\n' - 1), ClassBytesRange::new(b'\n' + 1, 255)]);
+    if rep.min != 0 || rep.max.is_some() || !rep.greedy || *class != not_newline {
+        return None;
+    }
+    let stripped = pattern.strip_suffix(&format!("(?P<{name}>.*)"))?;
+    (parse(stripped)? == Hir::concat(head.to_vec())).then(|| stripped.to_owned())
+}
+
 /// The literals every match must start with, when the regex is anchored at the start
 /// and they can be known (see [`RegexNode::prefixes`]).
 fn prefixes(pattern: &str) -> Option<Vec<Box<[u8]>>> {
@@ -433,6 +489,16 @@ mod tests {
         assert_eq!(docs[0].0, 1);
         assert_eq!(docs[1].0, 4);
         assert!(docs[1].1.contains("name: b"));
+    }
+
+    #[test]
+    fn splits_the_rest_of_the_line() {
+        assert_eq!(split_rest_of_line("^(?P<a>x+): (?P<m>.*)").as_deref(), Some("^(?P<a>x+): "));
+        assert_eq!(split_rest_of_line("^a|b(?P<m>.*)"), None, "alternation");
+        assert_eq!(split_rest_of_line("^a(?P<m>.*)$"), None, "not last");
+        assert_eq!(split_rest_of_line("^a(?P<m>.*?)"), None, "lazy");
+        assert_eq!(split_rest_of_line("^a(?s:(?P<m>.*))"), None, "any byte");
+        assert_eq!(split_rest_of_line("^a(?P<m>.+)"), None, "at least one");
     }
 
     #[test]
