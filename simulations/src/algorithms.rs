@@ -6,7 +6,11 @@ use palisade_consensus::{
     Allowlist, AsnOrgs, Consensus, ConsensusConfig, Defences, ListChangeKind, Report, SensorRecord, VerifiedAddress,
 };
 use palisade_proto::{HashedIp, NodeId, Timestamp};
+use foldhash::fast::FixedState;
 use std::collections::HashMap;
+
+type Map<K, V> = HashMap<K, V, FixedState>;
+type Reporters = (Map<NodeId, i64>, bool);
 
 use crate::scenario::AlgorithmParams;
 
@@ -118,19 +122,19 @@ impl AlgoSpec {
     pub fn build(&self, allowlist: &Allowlist) -> Box<dyn Algorithm> {
         match self {
             AlgoSpec::Naive { reporters, window_ms } => {
-                Box::new(Naive { reporters: *reporters, window_ms: *window_ms, ips: HashMap::new(), changes: Vec::new() })
+                Box::new(Naive { reporters: *reporters, window_ms: *window_ms, ips: Map::default(), changes: Vec::new() })
             }
             AlgoSpec::Abuse { full, threshold, half_life_ms } => Box::new(Abuse {
                 need: (1.0 + full).powf(threshold / 100.0) - 1.0,
                 half_life_ms: *half_life_ms,
-                ips: HashMap::new(),
+                ips: Map::default(),
                 changes: Vec::new(),
             }),
             AlgoSpec::Palisade(config) => {
                 match Consensus::new((**config).clone(), AsnOrgs::new(), allowlist.clone()) {
                     Ok(c) => Box::new(Palisade(c)),
                     // Scenario validation ran the same check; an invalid config lists nothing.
-                    Err(_) => Box::new(Naive { reporters: usize::MAX, window_ms: 0, ips: HashMap::new(), changes: Vec::new() }),
+                    Err(_) => Box::new(Naive { reporters: usize::MAX, window_ms: 0, ips: Map::default(), changes: Vec::new() }),
                 }
             }
         }
@@ -176,7 +180,7 @@ impl Algorithm for Palisade {
 struct Naive {
     reporters: usize,
     window_ms: i64,
-    ips: HashMap<HashedIp, (Vec<(NodeId, i64)>, bool)>,
+    ips: Map<HashedIp, Reporters>,
     changes: Vec<Change>,
 }
 
@@ -185,10 +189,7 @@ impl Algorithm for Naive {
     fn presence(&mut self, _: NodeId, _: VerifiedAddress, _: i64) {}
     fn ingest(&mut self, report: &Report, now: i64) {
         let (reporters, listed) = self.ips.entry(report.hashed_ip).or_default();
-        match reporters.iter_mut().find(|(s, _)| *s == report.sensor) {
-            Some(r) => r.1 = now,
-            None => reporters.push((report.sensor, now)),
-        }
+        reporters.insert(report.sensor, now);
         if !*listed && reporters.len() >= self.reporters {
             *listed = true;
             self.changes.push(Change { ip: report.hashed_ip, at: now, listed: true });
@@ -197,7 +198,7 @@ impl Algorithm for Naive {
     fn tick(&mut self, now: i64) {
         let (window, need, changes) = (self.window_ms, self.reporters, &mut self.changes);
         self.ips.retain(|ip, (reporters, listed)| {
-            reporters.retain(|(_, at)| now - at <= window);
+            reporters.retain(|_, at| now - *at <= window);
             if *listed && reporters.len() < need {
                 *listed = false;
                 changes.push(Change { ip: *ip, at: now, listed: false });
@@ -218,13 +219,13 @@ impl Algorithm for Naive {
 struct Abuse {
     need: f64,
     half_life_ms: f64,
-    ips: HashMap<HashedIp, (Vec<(NodeId, i64)>, bool)>,
+    ips: Map<HashedIp, Reporters>,
     changes: Vec<Change>,
 }
 
 impl Abuse {
-    fn effective(&self, reporters: &[(NodeId, i64)], now: i64) -> f64 {
-        reporters.iter().map(|(_, at)| (-((now - at) as f64) / self.half_life_ms * std::f64::consts::LN_2).exp()).sum()
+    fn effective(&self, reporters: &Map<NodeId, i64>, now: i64) -> f64 {
+        reporters.values().map(|at| (-((now - at) as f64) / self.half_life_ms * std::f64::consts::LN_2).exp()).sum()
     }
 }
 
@@ -233,10 +234,7 @@ impl Algorithm for Abuse {
     fn presence(&mut self, _: NodeId, _: VerifiedAddress, _: i64) {}
     fn ingest(&mut self, report: &Report, now: i64) {
         let entry = self.ips.entry(report.hashed_ip).or_default();
-        match entry.0.iter_mut().find(|(s, _)| *s == report.sensor) {
-            Some(r) => r.1 = now,
-            None => entry.0.push((report.sensor, now)),
-        }
+        entry.0.insert(report.sensor, now);
         if !entry.1 {
             let reporters = std::mem::take(&mut entry.0);
             let n = self.effective(&reporters, now);
@@ -252,7 +250,7 @@ impl Algorithm for Abuse {
         let horizon = (self.half_life_ms * 7.0) as i64;
         let mut ips = std::mem::take(&mut self.ips);
         ips.retain(|ip, (reporters, listed)| {
-            reporters.retain(|(_, at)| now - at <= horizon);
+            reporters.retain(|_, at| now - *at <= horizon);
             if *listed && self.effective(reporters, now) < self.need {
                 *listed = false;
                 self.changes.push(Change { ip: *ip, at: now, listed: false });

@@ -66,8 +66,13 @@ pub struct WorldParams {
     pub detection_rate: f64,
     /// Median detection delay, seconds (log-normal, sigma 1).
     pub detection_delay_secs: f64,
-    /// Benign IPs that honest sensors may falsely report (Zipf popularity).
+    /// Shared benign IPs that honest sensors may falsely report (Zipf popularity).
     pub benign_ips: usize,
+    /// Zipf exponent of that popularity.
+    pub benign_zipf: f64,
+    /// Fraction of false reports that hit a shared benign IP (the rest hit one of the
+    /// sensor's own 50 clients).
+    pub shared_false_report_fraction: f64,
     /// Independent false reports per honest sensor per day.
     pub false_reports_per_sensor_day: f64,
     /// Search-engine crawlers (allowlisted).
@@ -108,6 +113,8 @@ impl Default for WorldParams {
             detection_rate: 0.9,
             detection_delay_secs: 30.0,
             benign_ips: 100_000,
+            benign_zipf: 1.0,
+            shared_false_report_fraction: 0.1,
             false_reports_per_sensor_day: 0.2,
             crawlers: 50,
             cdn_edges: 200,

@@ -280,16 +280,21 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
         }
     }
 
-    // Honest false reports: independent ones on popular benign IPs...
+    // Honest false reports: independent ones, mostly on the sensor's own clients (a
+    // user failing to log in), sometimes on popular shared benign IPs...
     let mut r = rng(seed, 3);
-    let benign = Zipf::new(w.benign_ips, 1.0);
+    let benign = Zipf::new(w.benign_ips, w.benign_zipf);
     let span = end - warm_start;
     for s in 0..w.honest_sensors as u32 {
         let expected = w.false_reports_per_sensor_day * span as f64 / DAY as f64;
         let n = poisson(&mut r, expected);
         for _ in 0..n {
             let t = warm_start + (r.gen::<f64>() * span as f64) as i64;
-            let ip = hashed(IpClass::Benign, benign.sample(&mut r) as u64);
+            let ip = if r.gen::<f64>() < w.shared_false_report_fraction {
+                hashed(IpClass::Benign, benign.sample(&mut r) as u64)
+            } else {
+                hashed(IpClass::Benign, (1 << 40) | (u64::from(s) << 8) | r.gen_range(0..50))
+            };
             events.push(Event { t, sensor: s, kind: EventKind::Report { ip, scenario: ScenarioKind::Handshake, confidence: 2 } });
         }
     }
