@@ -110,7 +110,8 @@ pub struct ConsensusConfig {
     pub group_unproven_new_ip_burst: f64,
     /// Trust above which a sensor no longer draws on its group's shared budget. Default 0.5.
     pub proven_trust: f64,
-    /// Most reports kept per IP. Default 64: room for `protected_min_groups`, bounded memory.
+    /// Most reports kept per IP. Default 128: room for `protected_min_groups` groups of
+    /// low-trust sensors, bounded memory (3 KB per IP at most).
     pub max_reports_per_ip: usize,
     /// Most reports kept per IP from one group. Default 3: the group cap makes more useless.
     pub max_reports_per_group: usize,
@@ -153,7 +154,7 @@ impl Default for ConsensusConfig {
             group_unproven_new_ips_per_hour: 1000.0,
             group_unproven_new_ip_burst: 2000.0,
             proven_trust: 0.5,
-            max_reports_per_ip: 64,
+            max_reports_per_ip: 128,
             max_reports_per_group: 3,
             max_report_age_secs: HOUR,
             hash_seed: 0x5eed_0f_c0_5e_45_05,

@@ -606,8 +606,17 @@ fn insert_entry(config: &ConsensusConfig, sensors: &[Sensor], state: &mut IpStat
     } else {
         None
     };
+    // A report from a group the IP has not heard from adds diversity: when the IP is
+    // full, it displaces the weakest report of a group that keeps others, even if not
+    // weightier.
+    let new_group = same_group == 0;
+    let displaces = |i: usize, victim_w: f64| {
+        victim_w < new_w
+            || (new_group
+                && state.entries.get(i).is_some_and(|v| state.entries.iter().filter(|o| o.group == v.group).count() > 1))
+    };
     match victim {
-        Some((i, victim_w)) if victim_w < new_w => {
+        Some((i, victim_w)) if displaces(i, victim_w) => {
             state.entries.remove(i);
         }
         Some(_) => return false,

@@ -60,6 +60,7 @@ pub fn regressions(baseline: &RunResult, current: &RunResult) -> Vec<String> {
         for (what, base, now) in [
             ("cost (ordinary, aged)", bc.ordinary_aged.asns, cc.ordinary_aged.asns),
             ("cost (ordinary, trusted)", bc.ordinary_trusted.asns, cc.ordinary_trusted.asns),
+            ("cost (protected, aged)", bc.protected_aged.asns, cc.protected_aged.asns),
             ("cost (protected, trusted)", bc.protected_trusted.asns, cc.protected_trusted.asns),
             ("cost (allowlisted, trusted)", bc.allowlisted_trusted.asns, cc.allowlisted_trusted.asns),
         ] {

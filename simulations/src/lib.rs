@@ -71,6 +71,7 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: &Options) -> RunResult 
                 Costs {
                     ordinary_aged: search(spec, VictimClass::Ordinary, Profile::Aged, c.max_asns, c.sensors_per_asn),
                     ordinary_trusted: search(spec, VictimClass::Ordinary, Profile::Trusted, c.max_asns, c.sensors_per_asn),
+                    protected_aged: search(spec, VictimClass::Protected, Profile::Aged, c.max_asns, c.sensors_per_asn),
                     protected_trusted: search(spec, VictimClass::Protected, Profile::Trusted, c.max_asns, c.sensors_per_asn),
                     allowlisted_trusted: search(spec, VictimClass::Allowlisted, Profile::Trusted, c.max_asns, c.sensors_per_asn),
                 }

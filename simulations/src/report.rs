@@ -30,6 +30,8 @@ pub struct Costs {
     pub ordinary_aged: Cost,
     /// Ordinary victim, sleepers with a corroborated record.
     pub ordinary_trusted: Cost,
+    /// Protected victim, sensors with 60 days of presence and no record.
+    pub protected_aged: Cost,
     /// Protected victim, sleepers with a corroborated record.
     pub protected_trusted: Cost,
     /// Allowlisted victim, sleepers with a corroborated record.
@@ -135,16 +137,17 @@ impl RunResult {
         }
         if self.algorithms.iter().any(|a| a.cost.is_some()) {
             let _ = writeln!(out, "\nAttacker's cheapest way to list one victim within 24 h (ASNs / sensors; search up to the configured bounds):\n");
-            let _ = writeln!(out, "| algorithm | ordinary victim, aged sensors | ordinary victim, trusted sleepers | protected victim, trusted sleepers | allowlisted victim, trusted sleepers |");
-            let _ = writeln!(out, "|---|---|---|---|---|");
+            let _ = writeln!(out, "| algorithm | ordinary victim, aged sensors | ordinary victim, trusted sleepers | protected victim, aged sensors | protected victim, trusted sleepers | allowlisted victim, trusted sleepers |");
+            let _ = writeln!(out, "|---|---|---|---|---|---|");
             for a in &self.algorithms {
                 if let Some(c) = &a.cost {
                     let _ = writeln!(
                         out,
-                        "| {} | {} | {} | {} | {} |",
+                        "| {} | {} | {} | {} | {} | {} |",
                         a.measured.algorithm,
                         cost(&c.ordinary_aged),
                         cost(&c.ordinary_trusted),
+                        cost(&c.protected_aged),
                         cost(&c.protected_trusted),
                         cost(&c.allowlisted_trusted)
                     );
