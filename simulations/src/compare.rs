@@ -76,3 +76,49 @@ pub fn regressions(baseline: &RunResult, current: &RunResult) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{AlgoResult, WorldSummary};
+    use crate::run::Measured;
+
+    fn result(recall: f64, benign: usize, ttl: f64) -> RunResult {
+        RunResult {
+            scenario: "t".into(),
+            description: String::new(),
+            seed: 3,
+            world: WorldSummary { honest_sensors: 1, honest_asns: 1, attacker_sensors: 0, events: 0, attackers_seen: 0, hours: 1.0 },
+            algorithms: vec![AlgoResult {
+                measured: Measured {
+                    algorithm: "palisade".into(),
+                    precision: Some(1.0),
+                    recall: Some(recall),
+                    recall_all: None,
+                    eligible: 10,
+                    botnet_recall: None,
+                    ttl_median_min: Some(ttl),
+                    ttl_p95_min: Some(ttl * 2.0),
+                    benign_listed: benign,
+                    benign_hours: 0.0,
+                    benign_max_hours: 0.0,
+                    victims_listed: 0,
+                    victims: 0,
+                    protected_violations: 0,
+                },
+                cost: None,
+            }],
+            curve: None,
+        }
+    }
+
+    #[test]
+    fn flags_what_got_worse_within_tolerance() {
+        let base = result(0.99, 0, 8.0);
+        assert!(regressions(&base, &result(0.985, 0, 9.0)).is_empty());
+        let worse = regressions(&base, &result(0.97, 1, 20.0));
+        assert_eq!(worse.len(), 4, "{worse:?}");
+        assert!(worse.iter().any(|w| w.contains("recall")));
+        assert!(worse.iter().any(|w| w.contains("benign")));
+    }
+}
