@@ -26,8 +26,11 @@ mod types;
 
 pub use config::{ConfigError, ConsensusConfig, Defences};
 pub use engine::{Consensus, IngestOutcome, SensorRecord, Stats};
-pub use explain::{Explanation, GroupContribution, ListChange, ListChangeKind, Listing, SensorContribution};
+pub use explain::{
+    Explanation, GroupContribution, ListChange, ListChangeKind, Listing, SensorContribution,
+};
 pub use types::{Allowlist, Asn, AsnOrgs, GroupKey, OrgId, Report, ScenarioKind, VerifiedAddress};
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on what they did not expect
 mod tests;

@@ -2,11 +2,12 @@
 //! log-of-reporters score with decay, and Palisade's consensus (whole, and with one
 //! defence removed at a time).
 
+use foldhash::fast::FixedState;
 use palisade_consensus::{
-    Allowlist, AsnOrgs, Consensus, ConsensusConfig, Defences, ListChangeKind, Report, SensorRecord, VerifiedAddress,
+    Allowlist, AsnOrgs, Consensus, ConsensusConfig, Defences, ListChangeKind, Report, SensorRecord,
+    VerifiedAddress,
 };
 use palisade_proto::{HashedIp, NodeId, Timestamp};
-use foldhash::fast::FixedState;
 use std::collections::HashMap;
 
 type Map<K, V> = HashMap<K, V, FixedState>;
@@ -121,10 +122,20 @@ impl AlgoSpec {
     /// A fresh instance.
     pub fn build(&self, allowlist: &Allowlist) -> Box<dyn Algorithm> {
         match self {
-            AlgoSpec::Naive { reporters, window_ms } => {
-                Box::new(Naive { reporters: *reporters, window_ms: *window_ms, ips: Map::default(), changes: Vec::new() })
-            }
-            AlgoSpec::Abuse { full, threshold, half_life_ms } => Box::new(Abuse {
+            AlgoSpec::Naive {
+                reporters,
+                window_ms,
+            } => Box::new(Naive {
+                reporters: *reporters,
+                window_ms: *window_ms,
+                ips: Map::default(),
+                changes: Vec::new(),
+            }),
+            AlgoSpec::Abuse {
+                full,
+                threshold,
+                half_life_ms,
+            } => Box::new(Abuse {
                 need: (1.0 + full).powf(threshold / 100.0) - 1.0,
                 half_life_ms: *half_life_ms,
                 ips: Map::default(),
@@ -134,7 +145,12 @@ impl AlgoSpec {
                 match Consensus::new((**config).clone(), AsnOrgs::new(), allowlist.clone()) {
                     Ok(c) => Box::new(Palisade(c)),
                     // Scenario validation ran the same check; an invalid config lists nothing.
-                    Err(_) => Box::new(Naive { reporters: usize::MAX, window_ms: 0, ips: Map::default(), changes: Vec::new() }),
+                    Err(_) => Box::new(Naive {
+                        reporters: usize::MAX,
+                        window_ms: 0,
+                        ips: Map::default(),
+                        changes: Vec::new(),
+                    }),
                 }
             }
         }
@@ -170,7 +186,11 @@ impl Algorithm for Palisade {
         self.0
             .drain_changes()
             .into_iter()
-            .map(|c| Change { ip: c.ip, at: c.at.0, listed: matches!(c.kind, ListChangeKind::Listed { .. }) })
+            .map(|c| Change {
+                ip: c.ip,
+                at: c.at.0,
+                listed: matches!(c.kind, ListChangeKind::Listed { .. }),
+            })
             .collect()
     }
 }
@@ -192,7 +212,11 @@ impl Algorithm for Naive {
         reporters.insert(report.sensor, now);
         if !*listed && reporters.len() >= self.reporters {
             *listed = true;
-            self.changes.push(Change { ip: report.hashed_ip, at: now, listed: true });
+            self.changes.push(Change {
+                ip: report.hashed_ip,
+                at: now,
+                listed: true,
+            });
         }
     }
     fn tick(&mut self, now: i64) {
@@ -201,7 +225,11 @@ impl Algorithm for Naive {
             reporters.retain(|_, at| now - *at <= window);
             if *listed && reporters.len() < need {
                 *listed = false;
-                changes.push(Change { ip: *ip, at: now, listed: false });
+                changes.push(Change {
+                    ip: *ip,
+                    at: now,
+                    listed: false,
+                });
             }
             !reporters.is_empty()
         });
@@ -225,7 +253,10 @@ struct Abuse {
 
 impl Abuse {
     fn effective(&self, reporters: &Map<NodeId, i64>, now: i64) -> f64 {
-        reporters.values().map(|at| (-((now - at) as f64) / self.half_life_ms * std::f64::consts::LN_2).exp()).sum()
+        reporters
+            .values()
+            .map(|at| (-((now - at) as f64) / self.half_life_ms * std::f64::consts::LN_2).exp())
+            .sum()
     }
 }
 
@@ -242,7 +273,11 @@ impl Algorithm for Abuse {
             entry.0 = reporters;
             if n >= self.need {
                 entry.1 = true;
-                self.changes.push(Change { ip: report.hashed_ip, at: now, listed: true });
+                self.changes.push(Change {
+                    ip: report.hashed_ip,
+                    at: now,
+                    listed: true,
+                });
             }
         }
     }
@@ -253,12 +288,17 @@ impl Algorithm for Abuse {
             reporters.retain(|_, at| now - *at <= horizon);
             if *listed && self.effective(reporters, now) < self.need {
                 *listed = false;
-                self.changes.push(Change { ip: *ip, at: now, listed: false });
+                self.changes.push(Change {
+                    ip: *ip,
+                    at: now,
+                    listed: false,
+                });
             }
             !reporters.is_empty()
         });
         self.ips = ips;
-        self.changes.sort_by(|a, b| a.at.cmp(&b.at).then(a.ip.cmp(&b.ip)));
+        self.changes
+            .sort_by(|a, b| a.at.cmp(&b.at).then(a.ip.cmp(&b.ip)));
     }
     fn changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)

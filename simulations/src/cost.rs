@@ -49,7 +49,13 @@ pub struct Cost {
 
 /// Whether `asns` ASNs with `per_asn` sensors each, all reporting the victim four times
 /// over a day, get it listed within 24 hours.
-pub fn victim_listed(spec: &AlgoSpec, class: VictimClass, asns: usize, per_asn: usize, profiles: &dyn Fn(usize) -> History) -> bool {
+pub fn victim_listed(
+    spec: &AlgoSpec,
+    class: VictimClass,
+    asns: usize,
+    per_asn: usize,
+    profiles: &dyn Fn(usize) -> History,
+) -> bool {
     let victim = hashed(IpClass::Ordinary, 999_999);
     let mut allowlist = Allowlist::new();
     match class {
@@ -64,7 +70,10 @@ pub fn victim_listed(spec: &AlgoSpec, class: VictimClass, asns: usize, per_asn: 
         for j in 0..per_asn {
             let i = k * per_asn + j;
             let node = cost_node(i as u64);
-            let address = VerifiedAddress { asn: Asn(80_000 + k as u32), net24: [50, (i >> 8) as u8, i as u8] };
+            let address = VerifiedAddress {
+                asn: Asn(80_000 + k as u32),
+                net24: [50, (i >> 8) as u8, i as u8],
+            };
             let h = profiles(i);
             if h.verified_since < t0 {
                 algo.restore(node, address, h, t0);
@@ -96,19 +105,40 @@ pub fn victim_listed(spec: &AlgoSpec, class: VictimClass, asns: usize, per_asn: 
 
 fn profile_history(p: Profile) -> History {
     match p {
-        Profile::Fresh => History { verified_since: CLOCK_ORIGIN, confirmed: 0.0, unconfirmed: 0.0 },
-        Profile::Aged => History { verified_since: CLOCK_ORIGIN - 60 * DAY, confirmed: 0.0, unconfirmed: 0.0 },
-        Profile::Trusted => History { verified_since: CLOCK_ORIGIN - 60 * DAY, confirmed: 30.0, unconfirmed: 3.0 },
+        Profile::Fresh => History {
+            verified_since: CLOCK_ORIGIN,
+            confirmed: 0.0,
+            unconfirmed: 0.0,
+        },
+        Profile::Aged => History {
+            verified_since: CLOCK_ORIGIN - 60 * DAY,
+            confirmed: 0.0,
+            unconfirmed: 0.0,
+        },
+        Profile::Trusted => History {
+            verified_since: CLOCK_ORIGIN - 60 * DAY,
+            confirmed: 30.0,
+            unconfirmed: 3.0,
+        },
     }
 }
 
 /// The cheapest attack (fewest ASNs, then fewest sensors per ASN) on a victim of `class`
 /// with sensors of `profile`, searching up to `max_asns` ASNs of `per_asn` sensors.
-pub fn search(spec: &AlgoSpec, class: VictimClass, profile: Profile, max_asns: usize, per_asn: usize) -> Cost {
+pub fn search(
+    spec: &AlgoSpec,
+    class: VictimClass,
+    profile: Profile,
+    max_asns: usize,
+    per_asn: usize,
+) -> Cost {
     let h = profile_history(profile);
     let works = |k: usize, s: usize| victim_listed(spec, class, k, s, &|_| h);
     if !works(max_asns, per_asn) {
-        return Cost { asns: None, sensors: None };
+        return Cost {
+            asns: None,
+            sensors: None,
+        };
     }
     let (mut lo, mut hi) = (0usize, max_asns);
     while hi - lo > 1 {
@@ -129,13 +159,22 @@ pub fn search(spec: &AlgoSpec, class: VictimClass, profile: Profile, max_asns: u
             lo = mid;
         }
     }
-    Cost { asns: Some(k), sensors: Some(k * hi) }
+    Cost {
+        asns: Some(k),
+        sensors: Some(k * hi),
+    }
 }
 
 /// P(victim listed within 24 h) for each budget (in ASNs, `per_asn` sensors each), over
 /// `trials` attacks whose sensors have random ages (0-90 days) and random records (half
 /// of them farmed 0-40 corroborated reports). The same attackers face every algorithm.
-pub fn curve(spec: &AlgoSpec, seed: u64, budgets: &[usize], per_asn: usize, trials: usize) -> Vec<f64> {
+pub fn curve(
+    spec: &AlgoSpec,
+    seed: u64,
+    budgets: &[usize],
+    per_asn: usize,
+    trials: usize,
+) -> Vec<f64> {
     budgets
         .iter()
         .map(|&k| {

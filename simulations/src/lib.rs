@@ -53,7 +53,10 @@ pub fn algorithms(scenario: &Scenario) -> Vec<(String, AlgoSpec)> {
     } else {
         scenario.algorithms.run.clone()
     };
-    names.into_iter().filter_map(|n| AlgoSpec::parse(&n, &scenario.algorithms).map(|s| (n, s))).collect()
+    names
+        .into_iter()
+        .filter_map(|n| AlgoSpec::parse(&n, &scenario.algorithms).map(|s| (n, s)))
+        .collect()
 }
 
 /// Runs `scenario` with `seed`.
@@ -61,7 +64,13 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: &Options) -> RunResult 
     let world = world::generate(scenario, seed);
     let specs = algorithms(scenario);
     let tick_ms = (scenario.world.tick_minutes * 60_000.0) as i64;
-    let measured = run::run_all(&world, &specs, tick_ms, scenario.world.eligible_min_asns, options.threads);
+    let measured = run::run_all(
+        &world,
+        &specs,
+        tick_ms,
+        scenario.world.eligible_min_asns,
+        options.threads,
+    );
     let c = &scenario.cost;
     let costs: Vec<Option<Costs>> = specs
         .iter()
@@ -69,11 +78,41 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: &Options) -> RunResult 
             options.cost.then(|| {
                 use cost::{search, Profile, VictimClass};
                 Costs {
-                    ordinary_aged: search(spec, VictimClass::Ordinary, Profile::Aged, c.max_asns, c.sensors_per_asn),
-                    ordinary_trusted: search(spec, VictimClass::Ordinary, Profile::Trusted, c.max_asns, c.sensors_per_asn),
-                    protected_aged: search(spec, VictimClass::Protected, Profile::Aged, c.max_asns, c.sensors_per_asn),
-                    protected_trusted: search(spec, VictimClass::Protected, Profile::Trusted, c.max_asns, c.sensors_per_asn),
-                    allowlisted_trusted: search(spec, VictimClass::Allowlisted, Profile::Trusted, c.max_asns, c.sensors_per_asn),
+                    ordinary_aged: search(
+                        spec,
+                        VictimClass::Ordinary,
+                        Profile::Aged,
+                        c.max_asns,
+                        c.sensors_per_asn,
+                    ),
+                    ordinary_trusted: search(
+                        spec,
+                        VictimClass::Ordinary,
+                        Profile::Trusted,
+                        c.max_asns,
+                        c.sensors_per_asn,
+                    ),
+                    protected_aged: search(
+                        spec,
+                        VictimClass::Protected,
+                        Profile::Aged,
+                        c.max_asns,
+                        c.sensors_per_asn,
+                    ),
+                    protected_trusted: search(
+                        spec,
+                        VictimClass::Protected,
+                        Profile::Trusted,
+                        c.max_asns,
+                        c.sensors_per_asn,
+                    ),
+                    allowlisted_trusted: search(
+                        spec,
+                        VictimClass::Allowlisted,
+                        Profile::Trusted,
+                        c.max_asns,
+                        c.sensors_per_asn,
+                    ),
                 }
             })
         })
@@ -94,8 +133,14 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: &Options) -> RunResult 
         .into_iter()
         .zip(costs)
         .map(|(mut m, cost)| {
-            for v in [&mut m.precision, &mut m.recall, &mut m.recall_all, &mut m.botnet_recall, &mut m.ttl_median_min, &mut m.ttl_p95_min]
-            {
+            for v in [
+                &mut m.precision,
+                &mut m.recall,
+                &mut m.recall_all,
+                &mut m.botnet_recall,
+                &mut m.ttl_median_min,
+                &mut m.ttl_p95_min,
+            ] {
                 *v = v.map(report::r4);
             }
             m.benign_hours = report::r4(m.benign_hours);
@@ -110,9 +155,17 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: &Options) -> RunResult 
         world: WorldSummary {
             honest_sensors: scenario.world.honest_sensors,
             honest_asns: world.honest_asns,
-            attacker_sensors: world.sensors.iter().filter(|s| s.role == world::Role::Attacker).count(),
+            attacker_sensors: world
+                .sensors
+                .iter()
+                .filter(|s| s.role == world::Role::Attacker)
+                .count(),
             events: world.events.len(),
-            attackers_seen: world.attackers.values().filter(|t| t.first_honest.is_some()).count(),
+            attackers_seen: world
+                .attackers
+                .values()
+                .filter(|t| t.first_honest.is_some())
+                .count(),
             hours: scenario.world.hours,
         },
         algorithms,

@@ -176,9 +176,15 @@ impl RunResult {
         let n = c.budgets.len().max(2) - 1;
         let x = |i: usize| left + pw * i as f64 / n as f64;
         let y = |p: f64| top + ph * (1.0 - p);
-        let colours = ["#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+        let colours = [
+            "#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+            "#bcbd22", "#17becf",
+        ];
         let mut s = String::new();
-        let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#);
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+        );
         let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
         let _ = writeln!(
             s,
@@ -189,20 +195,57 @@ impl RunResult {
         );
         for k in 0..=4 {
             let p = k as f64 / 4.0;
-            let _ = writeln!(s, r##"<line x1="{left}" y1="{yy:.1}" x2="{x2:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end">{p:.2}</text>"##, yy = y(p), x2 = left + pw, tx = left - 6.0, ty = y(p) + 4.0);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{left}" y1="{yy:.1}" x2="{x2:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end">{p:.2}</text>"##,
+                yy = y(p),
+                x2 = left + pw,
+                tx = left - 6.0,
+                ty = y(p) + 4.0
+            );
         }
         for (i, b) in c.budgets.iter().enumerate() {
-            let _ = writeln!(s, r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{yb:.1}" stroke="#eee"/><text x="{xx:.1}" y="{ty:.1}" text-anchor="middle">{b}</text>"##, xx = x(i), yb = top + ph, ty = top + ph + 16.0);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{yb:.1}" stroke="#eee"/><text x="{xx:.1}" y="{ty:.1}" text-anchor="middle">{b}</text>"##,
+                xx = x(i),
+                yb = top + ph,
+                ty = top + ph + 16.0
+            );
         }
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">attacker budget: distinct ASNs ({} sensors each)</text>"#, left + pw / 2.0, h - 12.0, c.sensors_per_asn);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">attacker budget: distinct ASNs ({} sensors each)</text>"#,
+            left + pw / 2.0,
+            h - 12.0,
+            c.sensors_per_asn
+        );
         for (k, (name, ps)) in c.series.iter().enumerate() {
             let colour = colours[k % colours.len()];
-            let points: Vec<String> = ps.iter().enumerate().map(|(i, p)| format!("{:.1},{:.1}", x(i), y(*p))).collect();
-            let dash = if name.starts_with("palisade-no") { r#" stroke-dasharray="5,3""# } else { "" };
-            let _ = writeln!(s, r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#, points.join(" "));
+            let points: Vec<String> = ps
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("{:.1},{:.1}", x(i), y(*p)))
+                .collect();
+            let dash = if name.starts_with("palisade-no") {
+                r#" stroke-dasharray="5,3""#
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#,
+                points.join(" ")
+            );
             let ly = top + 14.0 + 18.0 * k as f64;
             let lx = left + pw + 16.0;
-            let _ = writeln!(s, r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/><text x="{}" y="{}">{name}</text>"#, lx + 24.0, lx + 30.0, ly + 4.0);
+            let _ = writeln!(
+                s,
+                r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/><text x="{}" y="{}">{name}</text>"#,
+                lx + 24.0,
+                lx + 30.0,
+                ly + 4.0
+            );
         }
         let _ = writeln!(s, "</svg>");
         Some(s)

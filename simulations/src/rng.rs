@@ -85,6 +85,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on what they did not expect
 mod tests {
     use super::*;
 

@@ -59,10 +59,16 @@ pub fn feed(world: &World, spec: &AlgoSpec, tick_ms: i64) -> Vec<Change> {
             algo.tick(next_tick);
             next_tick += tick_ms;
         }
-        let Some(sensor) = world.sensors.get(e.sensor as usize) else { continue };
+        let Some(sensor) = world.sensors.get(e.sensor as usize) else {
+            continue;
+        };
         match e.kind {
             EventKind::Presence => algo.presence(sensor.node, sensor.address, e.t),
-            EventKind::Report { ip, scenario, confidence } => {
+            EventKind::Report {
+                ip,
+                scenario,
+                confidence,
+            } => {
                 let report = Report {
                     sensor: sensor.node,
                     address: sensor.address,
@@ -87,7 +93,12 @@ pub fn feed(world: &World, spec: &AlgoSpec, tick_ms: i64) -> Vec<Change> {
 }
 
 /// Measures one algorithm's changes against the truth.
-pub fn measure(world: &World, name: &str, changes: &[Change], eligible_min_asns: usize) -> Measured {
+pub fn measure(
+    world: &World,
+    name: &str,
+    changes: &[Change],
+    eligible_min_asns: usize,
+) -> Measured {
     // Listing intervals within the window, per IP.
     let mut intervals: BTreeMap<HashedIp, Vec<(i64, i64)>> = BTreeMap::new();
     let mut open: BTreeMap<HashedIp, i64> = BTreeMap::new();
@@ -104,7 +115,8 @@ pub fn measure(world: &World, name: &str, changes: &[Change], eligible_min_asns:
         intervals.entry(ip).or_default().push((from, world.end));
     }
     let mut listed_in_window: HashSet<HashedIp> = HashSet::new();
-    let (mut benign_hours, mut benign_max, mut benign_listed, mut victims_listed, mut violations) = (0.0, 0.0f64, 0, 0, 0);
+    let (mut benign_hours, mut benign_max, mut benign_listed, mut victims_listed, mut violations) =
+        (0.0, 0.0f64, 0, 0, 0);
     let mut attackers_listed = 0usize;
     let victims: HashSet<HashedIp> = world.victims.iter().copied().collect();
     for (ip, spans) in &intervals {
@@ -112,7 +124,9 @@ pub fn measure(world: &World, name: &str, changes: &[Change], eligible_min_asns:
             .iter()
             .map(|(a, b)| ((*b).min(world.end) - (*a).max(world.start)).max(0) as f64 / 3_600_000.0)
             .sum();
-        let touches = spans.iter().any(|(a, b)| *a < world.end && *b > world.start);
+        let touches = spans
+            .iter()
+            .any(|(a, b)| *a < world.end && *b > world.start);
         if !touches {
             continue;
         }
@@ -137,7 +151,8 @@ pub fn measure(world: &World, name: &str, changes: &[Change], eligible_min_asns:
 
     let mut ids: Vec<&u64> = world.attackers.keys().collect();
     ids.sort();
-    let (mut eligible, mut eligible_listed, mut seen, mut seen_listed) = (0usize, 0usize, 0usize, 0usize);
+    let (mut eligible, mut eligible_listed, mut seen, mut seen_listed) =
+        (0usize, 0usize, 0usize, 0usize);
     let (mut botnet, mut botnet_listed) = (0usize, 0usize);
     let mut ttl: Vec<f64> = Vec::new();
     for id in ids {
@@ -156,7 +171,10 @@ pub fn measure(world: &World, name: &str, changes: &[Change], eligible_min_asns:
                 botnet_listed += usize::from(listed);
             }
             if let Some(first) = truth.first_honest.filter(|f| *f >= world.start) {
-                if let Some(at) = first_listed.get(&ip).and_then(|v| v.iter().find(|t| **t >= first)) {
+                if let Some(at) = first_listed
+                    .get(&ip)
+                    .and_then(|v| v.iter().find(|t| **t >= first))
+                {
                     ttl.push((at - first) as f64 / 60_000.0);
                 }
             }
@@ -183,14 +201,23 @@ pub fn measure(world: &World, name: &str, changes: &[Change], eligible_min_asns:
 }
 
 /// Runs `specs` over `world` on up to `threads` threads; results keep `specs`' order.
-pub fn run_all(world: &World, specs: &[(String, AlgoSpec)], tick_ms: i64, eligible_min_asns: usize, threads: usize) -> Vec<Measured> {
+pub fn run_all(
+    world: &World,
+    specs: &[(String, AlgoSpec)],
+    tick_ms: i64,
+    eligible_min_asns: usize,
+    threads: usize,
+) -> Vec<Measured> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<Option<Measured>>> = std::sync::Mutex::new(vec![None; specs.len()]);
+    let results: std::sync::Mutex<Vec<Option<Measured>>> =
+        std::sync::Mutex::new(vec![None; specs.len()]);
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1).min(specs.len().max(1)) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((name, spec)) = specs.get(i) else { break };
+                let Some((name, spec)) = specs.get(i) else {
+                    break;
+                };
                 let changes = feed(world, spec, tick_ms);
                 let m = measure(world, name, &changes, eligible_min_asns);
                 if let Ok(mut r) = results.lock() {
@@ -199,5 +226,10 @@ pub fn run_all(world: &World, specs: &[(String, AlgoSpec)], tick_ms: i64, eligib
             });
         }
     });
-    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
+    results
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
 }
