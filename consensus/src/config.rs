@@ -84,8 +84,8 @@ pub struct ConsensusConfig {
     pub max_presence_gap_secs: u64,
     /// Prior corroborated reports of a new sensor (Beta prior alpha). Default 1.
     pub reliability_prior_confirmed: f64,
-    /// Prior unconfirmed reports of a new sensor (Beta prior beta). Default 9: a new
-    /// sensor starts at reliability 0.1.
+    /// Prior unconfirmed reports of a new sensor (Beta prior beta). Default 19: a new
+    /// sensor starts at reliability 0.05, so age alone earns a tenth of full trust.
     pub reliability_prior_unconfirmed: f64,
     /// Reliability at which the reliability part of trust is full. Default 0.5: honest
     /// sensors also see attackers nobody else sees.
@@ -144,7 +144,7 @@ impl Default for ConsensusConfig {
             trust_ramp_secs: 30 * DAY,
             max_presence_gap_secs: DAY,
             reliability_prior_confirmed: 1.0,
-            reliability_prior_unconfirmed: 9.0,
+            reliability_prior_unconfirmed: 19.0,
             reliability_target: 0.5,
             reliability_half_life_secs: 30 * DAY,
             confidence_weights: [0.25, 0.5, 0.8, 1.0],

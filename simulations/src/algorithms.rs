@@ -49,6 +49,12 @@ pub trait Algorithm: Send {
     fn tick(&mut self, now: i64);
     /// List changes since the last call, in order.
     fn changes(&mut self) -> Vec<Change>;
+    /// A sensor's trust, for algorithms that have one.
+    fn trust(&self, _sensor: NodeId, _now: i64) -> Option<f64> {
+        None
+    }
+    /// IPs the algorithm holds state for.
+    fn tracked_ips(&self) -> usize;
 }
 
 /// Which algorithm, with its parameters.
@@ -182,6 +188,12 @@ impl Algorithm for Palisade {
     fn tick(&mut self, now: i64) {
         self.0.tick(Timestamp(now));
     }
+    fn tracked_ips(&self) -> usize {
+        self.0.stats().tracked_ips
+    }
+    fn trust(&self, sensor: NodeId, now: i64) -> Option<f64> {
+        self.0.sensor_trust(&sensor, Timestamp(now))
+    }
     fn changes(&mut self) -> Vec<Change> {
         self.0
             .drain_changes()
@@ -237,6 +249,9 @@ impl Algorithm for Naive {
     }
     fn changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)
+    }
+    fn tracked_ips(&self) -> usize {
+        self.ips.len()
     }
 }
 
@@ -302,5 +317,8 @@ impl Algorithm for Abuse {
     }
     fn changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)
+    }
+    fn tracked_ips(&self) -> usize {
+        self.ips.len()
     }
 }

@@ -87,6 +87,10 @@ fn pct(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
 }
 
+fn trust(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{v:.2}"))
+}
+
 fn num(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{v:.1}"))
 }
@@ -112,13 +116,16 @@ impl RunResult {
             "{} honest sensors in {} ASNs, {} attacker sensor identities, {} real attackers seen, {} events, {} h measured.\n",
             w.honest_sensors, w.honest_asns, w.attacker_sensors, w.attackers_seen, w.events, w.hours
         );
-        let _ = writeln!(out, "| algorithm | precision | recall (eligible) | recall (all seen) | TTL median (min) | TTL p95 (min) | benign listed | benign IP-hours | longest benign (h) | victims listed | protected violations | botnet recall |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "| algorithm | precision | recall (eligible) | recall (all seen) | TTL median (min) | TTL p95 (min) | benign listed | benign IP-hours | longest benign (h) | victims listed | protected violations | botnet recall | mean trust honest / attacker | peak tracked IPs |");
+        let _ = writeln!(
+            out,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
         for a in &self.algorithms {
             let m = &a.measured;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} ({}) | {} | {} | {} | {} | {:.1} | {:.1} | {}/{} | {} | {} |",
+                "| {} | {} | {} ({}) | {} | {} | {} | {} | {:.1} | {:.1} | {}/{} | {} | {} | {} / {} | {} |",
                 m.algorithm,
                 pct(m.precision),
                 pct(m.recall),
@@ -133,6 +140,9 @@ impl RunResult {
                 m.victims,
                 m.protected_violations,
                 pct(m.botnet_recall),
+                trust(m.honest_trust),
+                trust(m.attacker_trust),
+                m.peak_tracked_ips,
             );
         }
         if self.algorithms.iter().any(|a| a.cost.is_some()) {

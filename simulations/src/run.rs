@@ -42,20 +42,39 @@ pub struct Measured {
     pub victims: usize,
     /// Allowlisted or protected IPs listed.
     pub protected_violations: usize,
+    /// Most IPs the algorithm held state for at once (sampled at each tick).
+    #[serde(default)]
+    pub peak_tracked_ips: usize,
+    /// Mean trust of honest sensors at the end (algorithms with trust).
+    #[serde(default)]
+    pub honest_trust: Option<f64>,
+    /// Mean trust of attacker sensors at the end.
+    #[serde(default)]
+    pub attacker_trust: Option<f64>,
 }
 
-/// Runs `spec` over `world` and returns its list changes.
-pub fn feed(world: &World, spec: &AlgoSpec, tick_ms: i64) -> Vec<Change> {
+/// IPs a list-copying sleeper copies each time.
+const COPIED: usize = 10;
+
+/// Runs `spec` over `world` and returns its list changes and the mean trust of honest
+/// and of attacker sensors at the end (for algorithms that have trust).
+pub fn feed(
+    world: &World,
+    spec: &AlgoSpec,
+    tick_ms: i64,
+) -> (Vec<Change>, Option<(f64, f64)>, usize) {
     let mut algo = spec.build(&world.allowlist);
     for s in &world.sensors {
         if let Some(h) = s.history {
             algo.restore(s.node, s.address, h, world.warm_start);
         }
     }
-    let mut changes = Vec::new();
+    let mut changes: Vec<Change> = Vec::new();
     let mut next_tick = world.warm_start + tick_ms;
+    let mut peak = 0usize;
     for e in &world.events {
         while e.t >= next_tick {
+            peak = peak.max(algo.tracked_ips());
             algo.tick(next_tick);
             next_tick += tick_ms;
         }
@@ -64,6 +83,26 @@ pub fn feed(world: &World, spec: &AlgoSpec, tick_ms: i64) -> Vec<Change> {
         };
         match e.kind {
             EventKind::Presence => algo.presence(sensor.node, sensor.address, e.t),
+            EventKind::CopyList => {
+                let recent: Vec<HashedIp> = changes
+                    .iter()
+                    .rev()
+                    .filter(|c| c.listed)
+                    .take(COPIED)
+                    .map(|c| c.ip)
+                    .collect();
+                for ip in recent {
+                    let report = Report {
+                        sensor: sensor.node,
+                        address: sensor.address,
+                        hashed_ip: ip,
+                        scenario: palisade_consensus::ScenarioKind::Application,
+                        confidence: 3,
+                        observed_at: Timestamp(e.t),
+                    };
+                    algo.ingest(&report, e.t);
+                }
+            }
             EventKind::Report {
                 ip,
                 scenario,
@@ -89,7 +128,17 @@ pub fn feed(world: &World, spec: &AlgoSpec, tick_ms: i64) -> Vec<Change> {
         next_tick += tick_ms;
     }
     changes.extend(algo.changes());
-    changes
+    let mut sums = [(0.0, 0usize); 2];
+    for s in &world.sensors {
+        if let Some(t) = algo.trust(s.node, world.end) {
+            let slot = &mut sums[usize::from(s.role == crate::world::Role::Attacker)];
+            slot.0 += t;
+            slot.1 += 1;
+        }
+    }
+    let mean = |(sum, n): (f64, usize)| if n == 0 { 0.0 } else { sum / n as f64 };
+    let trust = (sums[0].1 > 0).then(|| (mean(sums[0]), mean(sums[1])));
+    (changes, trust, peak.max(algo.tracked_ips()))
 }
 
 /// Measures one algorithm's changes against the truth.
@@ -197,6 +246,9 @@ pub fn measure(
         victims_listed,
         victims: world.victims.len(),
         protected_violations: violations,
+        peak_tracked_ips: 0,
+        honest_trust: None,
+        attacker_trust: None,
     }
 }
 
@@ -218,8 +270,16 @@ pub fn run_all(
                 let Some((name, spec)) = specs.get(i) else {
                     break;
                 };
-                let changes = feed(world, spec, tick_ms);
-                let m = measure(world, name, &changes, eligible_min_asns);
+                let (changes, trust, peak) = feed(world, spec, tick_ms);
+                let mut m = measure(world, name, &changes, eligible_min_asns);
+                m.honest_trust = trust.map(|t| t.0);
+                m.peak_tracked_ips = peak;
+                m.attacker_trust = trust.map(|t| t.1).filter(|_| {
+                    world
+                        .sensors
+                        .iter()
+                        .any(|s| s.role == crate::world::Role::Attacker)
+                });
                 if let Ok(mut r) = results.lock() {
                     r[i] = Some(m);
                 }

@@ -110,6 +110,8 @@ pub enum EventKind {
     },
     /// A sensor's verified heartbeat.
     Presence,
+    /// A list-copying sleeper reports the IPs the algorithm it attacks listed last.
+    CopyList,
 }
 
 /// One event.
@@ -446,30 +448,17 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
         AttackKind::None => {}
         AttackKind::Sybil | AttackKind::Sleeper => {
             if a.farming == Farming::CopyList {
-                // Copy every attacker that 25 honest sensors already reported.
-                let mut ids: Vec<&u64> = honest_times.keys().collect();
-                ids.sort();
-                for id in ids {
-                    let mut times = honest_times[id].clone();
-                    times.sort();
-                    let Some(seen) = times.get(24) else { continue };
-                    for j in 0..attacker_count {
-                        if r.gen::<f64>() < 0.5 {
-                            let t = seen + r.gen_range(MIN..30 * MIN);
-                            if t < strike {
-                                let ip = hashed(IpClass::Attacker, *id);
-                                let kind = EventKind::Report {
-                                    ip,
-                                    scenario: ScenarioKind::Application,
-                                    confidence: 3,
-                                };
-                                events.push(Event {
-                                    t,
-                                    sensor: (attacker_first + j) as u32,
-                                    kind,
-                                });
-                            }
-                        }
+                // Every 30 minutes before the strike, each sleeper copies the IPs most
+                // recently published by the algorithm under attack.
+                for j in 0..attacker_count {
+                    let mut t = warm_start + r.gen_range(0..30 * MIN);
+                    while t < strike {
+                        events.push(Event {
+                            t,
+                            sensor: (attacker_first + j) as u32,
+                            kind: EventKind::CopyList,
+                        });
+                        t += 30 * MIN;
                     }
                 }
             }
