@@ -140,6 +140,8 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: &Options) -> RunResult 
                 &mut m.botnet_recall,
                 &mut m.ttl_median_min,
                 &mut m.ttl_p95_min,
+                &mut m.honest_trust,
+                &mut m.attacker_trust,
             ] {
                 *v = v.map(report::r4);
             }
