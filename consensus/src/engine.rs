@@ -334,7 +334,8 @@ impl Consensus {
     }
 
     /// Advances time: expires old reports (charging their sensors when nobody
-    /// confirmed them), re-scores every tracked IP with decay, lists and delists.
+    /// confirmed them) and re-scores listed IPs with decay, delisting those that fell
+    /// below `delist_ratio * threshold`. Cost: one pass over tracked IPs.
     pub fn tick(&mut self, now: Timestamp) {
         let now_ms = now.0;
         let ttl = ms(self.config.report_ttl_secs);
@@ -370,10 +371,14 @@ impl Consensus {
                 }
                 return false;
             }
-            let protected = config.defences.allowlist && allowlist.is_protected(ip);
-            evaluate(
-                config, sensors, state, ip, protected, now_ms, changes, listed,
-            );
+            // Only listed IPs are re-scored: an unlisted IP's score only decays between
+            // reports, so it can cross the threshold only when a report arrives.
+            if was_listed {
+                let protected = config.defences.allowlist && allowlist.is_protected(ip);
+                evaluate(
+                    config, sensors, state, ip, protected, now_ms, changes, listed,
+                );
+            }
             true
         });
     }
