@@ -119,12 +119,12 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: &Options) -> RunResult 
         .collect();
     let curve = options.cost.then(|| Curve {
         budgets: c.budgets.clone(),
-        sensors_per_asn: c.sensors_per_asn,
+        sensors_per_asn: c.curve_sensors_per_asn,
         trials: c.trials,
         series: specs
             .iter()
             .map(|(name, spec)| {
-                let ps = cost::curve(spec, seed, &c.budgets, c.sensors_per_asn, c.trials);
+                let ps = cost::curve(spec, seed, &c.budgets, c.curve_sensors_per_asn, c.trials);
                 (name.clone(), ps.into_iter().map(report::r4).collect())
             })
             .collect(),

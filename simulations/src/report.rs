@@ -225,7 +225,7 @@ impl RunResult {
         }
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="middle">attacker budget: distinct ASNs ({} sensors each)</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="middle">attacker budget: distinct ASNs ({} sensors each, aged 0-90 days, half with farmed records)</text>"#,
             left + pw / 2.0,
             h - 12.0,
             c.sensors_per_asn

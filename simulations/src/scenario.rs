@@ -274,8 +274,11 @@ pub struct CostParams {
     pub enabled: bool,
     /// Most ASNs the search tries.
     pub max_asns: usize,
-    /// Sensors per ASN in the search.
+    /// Most sensors per ASN in the search.
     pub sensors_per_asn: usize,
+    /// Sensors per ASN on the curve (few, so that whether a network holds a trusted
+    /// sensor is a matter of chance).
+    pub curve_sensors_per_asn: usize,
     /// Budgets (ASNs) on the curve's x axis.
     pub budgets: Vec<usize>,
     /// Trials per point of the curve.
@@ -288,6 +291,7 @@ impl Default for CostParams {
             enabled: true,
             max_asns: 200,
             sensors_per_asn: 10,
+            curve_sensors_per_asn: 3,
             budgets: vec![1, 2, 3, 5, 8, 10, 12, 15, 20, 30, 40, 50, 60, 80, 100],
             trials: 20,
         }
