@@ -3,8 +3,7 @@
 //! networks for each of N distinct IPs and prints the resident set size (Linux).
 
 use palisade_consensus::{
-    Allowlist, Asn, AsnOrgs, Consensus, ConsensusConfig, Defences, Report, ScenarioKind,
-    VerifiedAddress,
+    Allowlist, Asn, AsnOrgs, Consensus, ConsensusConfig, Defences, Report, ScenarioKind, VerifiedAddress,
 };
 use palisade_proto::{HashedIp, NodeId, Timestamp};
 
@@ -20,16 +19,10 @@ fn rss_kb() -> u64 {
 }
 
 fn main() {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     // Rate limits off: this measures memory, not the budget.
     let config = ConsensusConfig {
-        defences: Defences {
-            rate_limit: false,
-            ..Defences::default()
-        },
+        defences: Defences { rate_limit: false, ..Defences::default() },
         ..ConsensusConfig::default()
     };
     let Ok(mut c) = Consensus::new(config, AsnOrgs::new(), Allowlist::new()) else {

@@ -198,33 +198,19 @@ impl ConsensusConfig {
             return err("group_member_bonus", "must be zero or positive");
         }
         if !positive(self.protected_threshold) || self.protected_min_groups == 0 {
-            return err(
-                "protected_threshold",
-                "and protected_min_groups must be positive",
-            );
+            return err("protected_threshold", "and protected_min_groups must be positive");
         }
         if self.report_half_life_secs == 0 || self.report_ttl_secs == 0 {
-            return err(
-                "report_ttl_secs",
-                "and report_half_life_secs must be at least 1 s",
-            );
+            return err("report_ttl_secs", "and report_half_life_secs must be at least 1 s");
         }
         if !unit(self.new_sensor_trust) || self.new_sensor_trust == 0.0 {
             return err("new_sensor_trust", "must be within (0, 1]");
         }
         if self.trust_ramp_secs == 0 || self.reliability_half_life_secs == 0 {
-            return err(
-                "trust_ramp_secs",
-                "and reliability_half_life_secs must be at least 1 s",
-            );
+            return err("trust_ramp_secs", "and reliability_half_life_secs must be at least 1 s");
         }
-        if !positive(self.reliability_prior_confirmed)
-            || !positive(self.reliability_prior_unconfirmed)
-        {
-            return err(
-                "reliability_prior_confirmed",
-                "and reliability_prior_unconfirmed must be positive",
-            );
+        if !positive(self.reliability_prior_confirmed) || !positive(self.reliability_prior_unconfirmed) {
+            return err("reliability_prior_confirmed", "and reliability_prior_unconfirmed must be positive");
         }
         if !unit(self.reliability_target) || self.reliability_target == 0.0 {
             return err("reliability_target", "must be within (0, 1]");
@@ -236,37 +222,23 @@ impl ConsensusConfig {
             return err("scenario_weights", "must all be within 0..=1");
         }
         if !positive(self.sensor_new_ips_per_hour) || !positive(self.sensor_new_ip_burst) {
-            return err(
-                "sensor_new_ips_per_hour",
-                "and sensor_new_ip_burst must be positive",
-            );
+            return err("sensor_new_ips_per_hour", "and sensor_new_ip_burst must be positive");
         }
-        if !positive(self.group_unproven_new_ips_per_hour)
-            || !positive(self.group_unproven_new_ip_burst)
-        {
-            return err(
-                "group_unproven_new_ips_per_hour",
-                "and its burst must be positive",
-            );
+        if !positive(self.group_unproven_new_ips_per_hour) || !positive(self.group_unproven_new_ip_burst) {
+            return err("group_unproven_new_ips_per_hour", "and its burst must be positive");
         }
         if !unit(self.proven_trust) {
             return err("proven_trust", "must be within 0..=1");
         }
         if self.max_reports_per_ip == 0 || self.max_reports_per_group == 0 {
-            return err(
-                "max_reports_per_ip",
-                "and max_reports_per_group must be at least 1",
-            );
+            return err("max_reports_per_ip", "and max_reports_per_group must be at least 1");
         }
         if self.max_reports_per_ip > u16::MAX as usize {
             return err("max_reports_per_ip", "must be at most 65535");
         }
         let most_groups = self.min_groups.max(self.protected_min_groups) as usize;
         if self.max_reports_per_ip < most_groups {
-            return err(
-                "max_reports_per_ip",
-                "must be at least min_groups and protected_min_groups",
-            );
+            return err("max_reports_per_ip", "must be at least min_groups and protected_min_groups");
         }
         Ok(())
     }
@@ -280,17 +252,11 @@ mod tests {
     #[test]
     fn defaults_validate_and_errors_name_the_key() {
         assert_eq!(ConsensusConfig::default().validate(), Ok(()));
-        let bad = ConsensusConfig {
-            min_groups: 0,
-            ..ConsensusConfig::default()
-        };
+        let bad = ConsensusConfig { min_groups: 0, ..ConsensusConfig::default() };
         let e = bad.validate().unwrap_err();
         assert_eq!(e.key, "min_groups");
         assert!(e.to_string().contains("`min_groups`"));
-        let bad = ConsensusConfig {
-            list_threshold: f64::NAN,
-            ..ConsensusConfig::default()
-        };
+        let bad = ConsensusConfig { list_threshold: f64::NAN, ..ConsensusConfig::default() };
         assert_eq!(bad.validate().unwrap_err().key, "list_threshold");
     }
 }

@@ -138,11 +138,7 @@ pub struct Consensus {
 
 impl Consensus {
     /// A consensus with no history. Fails when `config` does not validate.
-    pub fn new(
-        config: ConsensusConfig,
-        orgs: AsnOrgs,
-        allowlist: Allowlist,
-    ) -> Result<Self, ConfigError> {
+    pub fn new(config: ConsensusConfig, orgs: AsnOrgs, allowlist: Allowlist) -> Result<Self, ConfigError> {
         config.validate()?;
         let state = FixedState::with_seed(config.hash_seed);
         Ok(Consensus {
@@ -219,21 +215,12 @@ impl Consensus {
         if self.config.defences.allowlist && self.allowlist.is_allowed(&report.hashed_ip) {
             return IngestOutcome::Allowlisted;
         }
-        let protected =
-            self.config.defences.allowlist && self.allowlist.is_protected(&report.hashed_ip);
+        let protected = self.config.defences.allowlist && self.allowlist.is_protected(&report.hashed_ip);
         let confidence = usize::from(report.confidence.min(3));
         let evidence = (self.config.confidence_weights[confidence]
             * self.config.scenario_weights[report.scenario.index()]) as f32;
 
-        let Consensus {
-            config,
-            sensors,
-            groups,
-            ips,
-            changes,
-            listed: listed_count,
-            ..
-        } = self;
+        let Consensus { config, sensors, groups, ips, changes, listed: listed_count, .. } = self;
         let Some(sensor) = sensors.get(sensor_idx as usize) else {
             return IngestOutcome::Crowded;
         };
@@ -300,11 +287,7 @@ impl Consensus {
         let entry = Entry {
             at: now_ms,
             sensor: sensor_idx,
-            group: if config.defences.group_cap {
-                group_idx
-            } else {
-                sensor_idx
-            },
+            group: if config.defences.group_cap { group_idx } else { sensor_idx },
             evidence,
             novel: !listed_now || !config.defences.novelty_credit,
         };
@@ -320,16 +303,8 @@ impl Consensus {
                 credit(config, s, now_ms, true);
             }
         }
-        let listed = evaluate(
-            config,
-            sensors,
-            state,
-            &report.hashed_ip,
-            protected,
-            now_ms,
-            changes,
-            listed_count,
-        );
+        let listed =
+            evaluate(config, sensors, state, &report.hashed_ip, protected, now_ms, changes, listed_count);
         IngestOutcome::Recorded { listed }
     }
 
@@ -339,15 +314,7 @@ impl Consensus {
     pub fn tick(&mut self, now: Timestamp) {
         let now_ms = now.0;
         let ttl = ms(self.config.report_ttl_secs);
-        let Consensus {
-            config,
-            sensors,
-            ips,
-            allowlist,
-            changes,
-            listed,
-            ..
-        } = self;
+        let Consensus { config, sensors, ips, allowlist, changes, listed, .. } = self;
         ips.retain(|ip, state| {
             let was_listed = state.listed_since.is_some();
             state.entries.retain(|e| {
@@ -363,11 +330,7 @@ impl Consensus {
             if state.entries.is_empty() || allowed {
                 if was_listed {
                     *listed -= 1;
-                    changes.push(ListChange {
-                        ip: *ip,
-                        at: now,
-                        kind: ListChangeKind::Delisted,
-                    });
+                    changes.push(ListChange { ip: *ip, at: now, kind: ListChangeKind::Delisted });
                 }
                 return false;
             }
@@ -375,9 +338,7 @@ impl Consensus {
             // reports, so it can cross the threshold only when a report arrives.
             if was_listed {
                 let protected = config.defences.allowlist && allowlist.is_protected(ip);
-                evaluate(
-                    config, sensors, state, ip, protected, now_ms, changes, listed,
-                );
+                evaluate(config, sensors, state, ip, protected, now_ms, changes, listed);
             }
             true
         });
@@ -410,12 +371,7 @@ impl Consensus {
             .filter_map(|(ip, state)| {
                 let since = state.listed_since?;
                 let a = assess(&self.config, &self.sensors, state, now.0);
-                Some(Listing {
-                    ip: *ip,
-                    score: a.score,
-                    groups: a.groups,
-                    listed_since: Timestamp(since),
-                })
+                Some(Listing { ip: *ip, score: a.score, groups: a.groups, listed_since: Timestamp(since) })
             })
             .collect();
         out.sort_by_key(|l| l.ip);
@@ -449,10 +405,9 @@ impl Consensus {
             }
             let key = match (self.config.defences.group_cap, chunk.first()) {
                 (true, Some(e)) => self.groups.get(e.group as usize).map(|g| g.key),
-                (false, Some(e)) => self
-                    .sensors
-                    .get(e.sensor as usize)
-                    .map(|s| self.orgs.group_of(s.address.asn)),
+                (false, Some(e)) => {
+                    self.sensors.get(e.sensor as usize).map(|s| self.orgs.group_of(s.address.asn))
+                }
                 _ => None,
             };
             if let Some(key) = key {
@@ -463,11 +418,7 @@ impl Consensus {
                 });
             }
         }
-        groups.sort_by(|a, b| {
-            b.contribution
-                .total_cmp(&a.contribution)
-                .then(a.group.cmp(&b.group))
-        });
+        groups.sort_by(|a, b| b.contribution.total_cmp(&a.contribution).then(a.group.cmp(&b.group)));
         Some(Explanation {
             ip: *ip,
             score: a.score,
@@ -560,13 +511,9 @@ fn trust(config: &ConsensusConfig, s: &Sensor, now_ms: i64) -> f64 {
         return 1.0;
     }
     let seen_until = now_ms.min(s.last_seen.saturating_add(ms(config.max_presence_gap_secs)));
-    let age = seen_until.saturating_sub(s.verified_since).max(0) as f64
-        / (ms(config.trust_ramp_secs) as f64);
+    let age = seen_until.saturating_sub(s.verified_since).max(0) as f64 / (ms(config.trust_ramp_secs) as f64);
     let age = age.min(1.0);
-    let fade = half_life_factor(
-        now_ms.saturating_sub(s.record_at),
-        config.reliability_half_life_secs,
-    );
+    let fade = half_life_factor(now_ms.saturating_sub(s.record_at), config.reliability_half_life_secs);
     let (c, u) = (s.confirmed * fade, s.unconfirmed * fade);
     let a = config.reliability_prior_confirmed;
     let b = config.reliability_prior_unconfirmed;
@@ -582,10 +529,7 @@ fn half_life_factor(elapsed_ms: i64, half_life_secs: u64) -> f64 {
 
 /// Adds one corroborated (`confirmed`) or unconfirmed novel report to a sensor's record.
 fn credit(config: &ConsensusConfig, s: &mut Sensor, now_ms: i64, confirmed: bool) {
-    let fade = half_life_factor(
-        now_ms.saturating_sub(s.record_at),
-        config.reliability_half_life_secs,
-    );
+    let fade = half_life_factor(now_ms.saturating_sub(s.record_at), config.reliability_half_life_secs);
     s.confirmed *= fade;
     s.unconfirmed *= fade;
     s.record_at = now_ms.max(s.record_at);
@@ -612,18 +556,10 @@ fn weight(config: &ConsensusConfig, trust: f64, e: &Entry, now_ms: i64) -> f64 {
 fn group_score(config: &ConsensusConfig, sum: f64, max: f64) -> f64 {
     let cap = config.group_cap;
     let concave = cap * (1.0 - (-sum / cap).exp());
-    concave
-        .min((1.0 + config.group_member_bonus) * max)
-        .min(cap)
-        .max(0.0)
+    concave.min((1.0 + config.group_member_bonus) * max).min(cap).max(0.0)
 }
 
-fn assess(
-    config: &ConsensusConfig,
-    sensors: &[Sensor],
-    state: &IpState,
-    now_ms: i64,
-) -> Assessment {
+fn assess(config: &ConsensusConfig, sensors: &[Sensor], state: &IpState, now_ms: i64) -> Assessment {
     let mut score = 0.0;
     let mut groups = 0;
     for chunk in state.entries.chunk_by(|x, y| x.group == y.group) {
@@ -663,11 +599,7 @@ fn evaluate(
     } else {
         (config.list_threshold, config.min_groups)
     };
-    let min_groups = if config.defences.min_groups {
-        min_groups
-    } else {
-        1
-    };
+    let min_groups = if config.defences.min_groups { min_groups } else { 1 };
     match state.listed_since {
         None if a.score >= threshold && a.groups >= min_groups => {
             state.listed_since = Some(now_ms);
@@ -675,10 +607,7 @@ fn evaluate(
             changes.push(ListChange {
                 ip: *ip,
                 at: Timestamp(now_ms),
-                kind: ListChangeKind::Listed {
-                    score: a.score,
-                    groups: a.groups,
-                },
+                kind: ListChangeKind::Listed { score: a.score, groups: a.groups },
             });
             // Corroboration: reporters who were early get credit, if another group agrees.
             if a.groups >= 2 {
@@ -694,11 +623,7 @@ fn evaluate(
         Some(_) if a.score < threshold * config.delist_ratio => {
             state.listed_since = None;
             *listed -= 1;
-            changes.push(ListChange {
-                ip: *ip,
-                at: Timestamp(now_ms),
-                kind: ListChangeKind::Delisted,
-            });
+            changes.push(ListChange { ip: *ip, at: Timestamp(now_ms), kind: ListChangeKind::Delisted });
             false
         }
         other => other.is_some(),
@@ -715,34 +640,18 @@ fn insert_entry(
     now_ms: i64,
 ) -> bool {
     let w = |e: &Entry| {
-        sensors
-            .get(e.sensor as usize)
-            .map_or(0.0, |s| weight(config, trust(config, s, now_ms), e, now_ms))
+        sensors.get(e.sensor as usize).map_or(0.0, |s| weight(config, trust(config, s, now_ms), e, now_ms))
     };
     let new_w = w(&entry);
-    let same_group = state
-        .entries
-        .iter()
-        .filter(|e| e.group == entry.group)
-        .count();
+    let same_group = state.entries.iter().filter(|e| e.group == entry.group).count();
     let victim = if same_group >= config.max_reports_per_group {
-        weakest(
-            state
-                .entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.group == entry.group),
-            &w,
-        )
+        weakest(state.entries.iter().enumerate().filter(|(_, e)| e.group == entry.group), &w)
     } else if state.entries.len() >= config.max_reports_per_ip {
         // Full: evict from groups that have several reports first, so that a full IP
         // still gains from a new group.
         let crowded = |e: &Entry| state.entries.iter().filter(|o| o.group == e.group).count() > 1;
-        weakest(
-            state.entries.iter().enumerate().filter(|(_, e)| crowded(e)),
-            &w,
-        )
-        .or_else(|| weakest(state.entries.iter().enumerate(), &w))
+        weakest(state.entries.iter().enumerate().filter(|(_, e)| crowded(e)), &w)
+            .or_else(|| weakest(state.entries.iter().enumerate(), &w))
     } else {
         None
     };
@@ -753,9 +662,10 @@ fn insert_entry(
     let displaces = |i: usize, victim_w: f64| {
         victim_w < new_w
             || (new_group
-                && state.entries.get(i).is_some_and(|v| {
-                    state.entries.iter().filter(|o| o.group == v.group).count() > 1
-                }))
+                && state
+                    .entries
+                    .get(i)
+                    .is_some_and(|v| state.entries.iter().filter(|o| o.group == v.group).count() > 1))
     };
     match victim {
         Some((i, victim_w)) if displaces(i, victim_w) => {
@@ -773,8 +683,7 @@ fn weakest<'a>(
     it: impl Iterator<Item = (usize, &'a Entry)>,
     w: &impl Fn(&Entry) -> f64,
 ) -> Option<(usize, f64)> {
-    it.map(|(i, e)| (i, w(e)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
+    it.map(|(i, e)| (i, w(e))).min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 #[cfg(test)]

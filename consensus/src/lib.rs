@@ -26,9 +26,7 @@ mod types;
 
 pub use config::{ConfigError, ConsensusConfig, Defences};
 pub use engine::{Consensus, IngestOutcome, SensorRecord, Stats};
-pub use explain::{
-    Explanation, GroupContribution, ListChange, ListChangeKind, Listing, SensorContribution,
-};
+pub use explain::{Explanation, GroupContribution, ListChange, ListChangeKind, Listing, SensorContribution};
 pub use types::{Allowlist, Asn, AsnOrgs, GroupKey, OrgId, Report, ScenarioKind, VerifiedAddress};
 
 #[cfg(test)]

@@ -21,10 +21,7 @@ fn ip(i: u32) -> HashedIp {
 }
 
 fn addr(asn: u32, net: u8) -> VerifiedAddress {
-    VerifiedAddress {
-        asn: Asn(asn),
-        net24: [10, (asn % 250) as u8, net],
-    }
+    VerifiedAddress { asn: Asn(asn), net24: [10, (asn % 250) as u8, net] }
 }
 
 fn report(sensor: u32, asn: u32, target: u32, at: i64) -> Report {
@@ -99,10 +96,7 @@ fn twelve_proven_groups_list_and_eleven_do_not() {
     assert_eq!(out, IngestOutcome::Recorded { listed: true });
     let changes = c.drain_changes();
     assert_eq!(changes.len(), 1);
-    assert!(matches!(
-        changes[0].kind,
-        ListChangeKind::Listed { groups: 12, .. }
-    ));
+    assert!(matches!(changes[0].kind, ListChangeKind::Listed { groups: 12, .. }));
     // The explanation adds up to the score.
     let ex = c.explain(&ip(1), Timestamp(T0)).unwrap();
     let total: f64 = ex.groups.iter().map(|g| g.contribution).sum();
@@ -133,17 +127,9 @@ fn allowlisted_ips_are_never_listed_and_protected_ones_need_fifty_groups() {
         veteran(&mut c, g, 3000 + g);
     }
     for g in 0..60 {
-        assert_eq!(
-            c.ingest(&report(g, 3000 + g, 10, T0), Timestamp(T0)),
-            IngestOutcome::Allowlisted
-        );
+        assert_eq!(c.ingest(&report(g, 3000 + g, 10, T0), Timestamp(T0)), IngestOutcome::Allowlisted);
         let out = c.ingest(&report(g, 3000 + g, 11, T0), Timestamp(T0));
-        assert_eq!(
-            out,
-            IngestOutcome::Recorded { listed: g >= 49 },
-            "after {} groups",
-            g + 1
-        );
+        assert_eq!(out, IngestOutcome::Recorded { listed: g >= 49 }, "after {} groups", g + 1);
     }
     assert!(!c.is_listed(&ip(10)));
 }
@@ -169,10 +155,7 @@ fn new_ips_are_rate_limited_per_sensor_and_per_unproven_group() {
     let mut c = engine();
     let mut recorded = 0;
     for s in 0..5000 {
-        if matches!(
-            c.ingest(&report(s, 64502, s, T0), Timestamp(T0)),
-            IngestOutcome::Recorded { .. }
-        ) {
+        if matches!(c.ingest(&report(s, 64502, s, T0), Timestamp(T0)), IngestOutcome::Recorded { .. }) {
             recorded += 1;
         }
     }
@@ -259,10 +242,7 @@ fn scores_decay_and_listings_end() {
     c.tick(Timestamp(T0 + DAY));
     assert!(c.is_listed(&ip(1)), "hysteresis keeps it listed a while");
     c.tick(Timestamp(T0 + DAY + DAY / 2));
-    assert!(
-        !c.is_listed(&ip(1)),
-        "a day and a half without reports delists"
-    );
+    assert!(!c.is_listed(&ip(1)), "a day and a half without reports delists");
     let changes = c.drain_changes();
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].kind, ListChangeKind::Delisted);
@@ -289,10 +269,7 @@ fn stale_reports_are_refused_and_sensor_timestamps_are_not_trusted() {
     assert_eq!(c.ingest(&r, Timestamp(T0)), IngestOutcome::Stale);
     // A report claiming the future is recorded at the tier's time.
     r.observed_at = Timestamp(T0 + 10 * DAY);
-    assert!(matches!(
-        c.ingest(&r, Timestamp(T0)),
-        IngestOutcome::Recorded { .. }
-    ));
+    assert!(matches!(c.ingest(&r, Timestamp(T0)), IngestOutcome::Recorded { .. }));
     let ex = c.explain(&ip(1), Timestamp(T0)).unwrap();
     assert_eq!(ex.groups[0].sensors[0].reported_at, Timestamp(T0));
 }
@@ -317,10 +294,7 @@ fn weak_reports_do_not_push_out_strong_ones() {
         c.ingest(&report(k, 100, 1, T0), Timestamp(T0));
     }
     for s in 10..200 {
-        assert_eq!(
-            c.ingest(&report(s, 100, 1, T0), Timestamp(T0)),
-            IngestOutcome::Crowded
-        );
+        assert_eq!(c.ingest(&report(s, 100, 1, T0), Timestamp(T0)), IngestOutcome::Crowded);
     }
     let ex = c.explain(&ip(1), Timestamp(T0)).unwrap();
     assert!(ex.groups[0].sensors.iter().all(|s| s.trust > 0.99));

@@ -54,22 +54,11 @@ impl ScenarioKind {
     /// `crawl` name application-layer evidence; anything else needs a handshake.
     pub fn classify(scenario: &str) -> ScenarioKind {
         let s = scenario.to_ascii_lowercase();
-        if ["portscan", "syn", "udp", "scan-tcp"]
+        if ["portscan", "syn", "udp", "scan-tcp"].iter().any(|k| s.contains(k)) {
+            ScenarioKind::Spoofable
+        } else if ["-bf", "bruteforce", "http", "exploit", "cve", "probing", "crawl"]
             .iter()
             .any(|k| s.contains(k))
-        {
-            ScenarioKind::Spoofable
-        } else if [
-            "-bf",
-            "bruteforce",
-            "http",
-            "exploit",
-            "cve",
-            "probing",
-            "crawl",
-        ]
-        .iter()
-        .any(|k| s.contains(k))
         {
             ScenarioKind::Application
         } else {
@@ -157,9 +146,7 @@ impl AsnOrgs {
 
 impl FromIterator<(Asn, OrgId)> for AsnOrgs {
     fn from_iter<T: IntoIterator<Item = (Asn, OrgId)>>(iter: T) -> Self {
-        AsnOrgs {
-            map: iter.into_iter().collect(),
-        }
+        AsnOrgs { map: iter.into_iter().collect() }
     }
 }
 
@@ -221,29 +208,15 @@ mod tests {
 
     #[test]
     fn scenario_classification() {
-        assert_eq!(
-            ScenarioKind::classify("palisade/ssh-bf"),
-            ScenarioKind::Application
-        );
-        assert_eq!(
-            ScenarioKind::classify("crowdsecurity/http-probing"),
-            ScenarioKind::Application
-        );
-        assert_eq!(
-            ScenarioKind::classify("palisade/tcp-portscan"),
-            ScenarioKind::Spoofable
-        );
-        assert_eq!(
-            ScenarioKind::classify("palisade/smtp-conn-flood"),
-            ScenarioKind::Handshake
-        );
+        assert_eq!(ScenarioKind::classify("palisade/ssh-bf"), ScenarioKind::Application);
+        assert_eq!(ScenarioKind::classify("crowdsecurity/http-probing"), ScenarioKind::Application);
+        assert_eq!(ScenarioKind::classify("palisade/tcp-portscan"), ScenarioKind::Spoofable);
+        assert_eq!(ScenarioKind::classify("palisade/smtp-conn-flood"), ScenarioKind::Handshake);
     }
 
     #[test]
     fn orgs_group_asns() {
-        let orgs: AsnOrgs = [(Asn(16509), OrgId(1)), (Asn(14618), OrgId(1))]
-            .into_iter()
-            .collect();
+        let orgs: AsnOrgs = [(Asn(16509), OrgId(1)), (Asn(14618), OrgId(1))].into_iter().collect();
         assert_eq!(orgs.group_of(Asn(16509)), orgs.group_of(Asn(14618)));
         assert_eq!(orgs.group_of(Asn(3320)), GroupKey::Asn(Asn(3320)));
     }

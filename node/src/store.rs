@@ -20,6 +20,14 @@ const COLUMN_FAMILIES: [&str; 5] = [CF_DECISIONS, CF_OFFENCES, CF_CURSORS, CF_OU
 const LAST_DECISION_ID: &[u8] = b"last_decision_id";
 const LAST_SIGNAL_SEQ: &[u8] = b"last_signal_seq";
 
+/// How long opening waits for another process to release the database.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn is_lock_error(e: &rocksdb::Error) -> bool {
+    let text = e.to_string();
+    text.contains("LOCK") || text.contains("lock")
+}
+
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -56,16 +64,26 @@ impl RocksStore {
         opts.set_max_background_jobs(1);
         opts.set_block_based_table_factory(&table);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = COLUMN_FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
-            let hint = if e.to_string().contains("lock") {
-                " (is another palisade process using this data_dir?)"
-            } else {
-                ""
-            };
-            StoreError(format!("opening {}: {e}{hint}", path.display()))
-        })?;
-        Ok(RocksStore { db })
+        // The CLI opens the database for a few milliseconds when no node answers on the
+        // admin socket; a node starting at that moment waits for it instead of failing.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            let cfs = COLUMN_FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
+            match DB::open_cf_descriptors(&opts, path, cfs) {
+                Ok(db) => return Ok(RocksStore { db }),
+                Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => {
+                    let hint = if is_lock_error(&e) {
+                        " (is another palisade process using this data_dir?)"
+                    } else {
+                        ""
+                    };
+                    return Err(StoreError(format!("opening {}: {e}{hint}", path.display())));
+                }
+            }
+        }
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {

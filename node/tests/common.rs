@@ -49,6 +49,7 @@ impl NodeDir {
 
     /// Starts `palisade run`, logging to `node.log`.
     pub fn start(&self) -> Node {
+        let starts_before = started_count(&self.path("node.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -64,9 +65,13 @@ impl NodeDir {
             .spawn()
             .expect("start palisade run");
         let node = Node { child, socket: self.path("data").join("admin.sock"), log: self.path("node.log") };
-        node.wait_ready();
+        node.wait_ready(starts_before);
         node
     }
+}
+
+fn started_count(log: &Path) -> usize {
+    std::fs::read_to_string(log).unwrap_or_default().matches("palisade node started").count()
 }
 
 /// A running node.
@@ -77,11 +82,13 @@ pub struct Node {
 }
 
 impl Node {
-    fn wait_ready(&self) {
+    /// Waits for this node's own start line (the log is shared across restarts) and
+    /// for its admin socket to answer.
+    fn wait_ready(&self, starts_before: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if std::fs::read_to_string(&self.log).unwrap_or_default().contains("palisade node started")
-                && self.socket.exists()
+            if started_count(&self.log) > starts_before
+                && std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
             {
                 return;
             }

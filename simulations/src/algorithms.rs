@@ -128,20 +128,13 @@ impl AlgoSpec {
     /// A fresh instance.
     pub fn build(&self, allowlist: &Allowlist) -> Box<dyn Algorithm> {
         match self {
-            AlgoSpec::Naive {
-                reporters,
-                window_ms,
-            } => Box::new(Naive {
+            AlgoSpec::Naive { reporters, window_ms } => Box::new(Naive {
                 reporters: *reporters,
                 window_ms: *window_ms,
                 ips: Map::default(),
                 changes: Vec::new(),
             }),
-            AlgoSpec::Abuse {
-                full,
-                threshold,
-                half_life_ms,
-            } => Box::new(Abuse {
+            AlgoSpec::Abuse { full, threshold, half_life_ms } => Box::new(Abuse {
                 need: (1.0 + full).powf(threshold / 100.0) - 1.0,
                 half_life_ms: *half_life_ms,
                 ips: Map::default(),
@@ -198,11 +191,7 @@ impl Algorithm for Palisade {
         self.0
             .drain_changes()
             .into_iter()
-            .map(|c| Change {
-                ip: c.ip,
-                at: c.at.0,
-                listed: matches!(c.kind, ListChangeKind::Listed { .. }),
-            })
+            .map(|c| Change { ip: c.ip, at: c.at.0, listed: matches!(c.kind, ListChangeKind::Listed { .. }) })
             .collect()
     }
 }
@@ -224,11 +213,7 @@ impl Algorithm for Naive {
         reporters.insert(report.sensor, now);
         if !*listed && reporters.len() >= self.reporters {
             *listed = true;
-            self.changes.push(Change {
-                ip: report.hashed_ip,
-                at: now,
-                listed: true,
-            });
+            self.changes.push(Change { ip: report.hashed_ip, at: now, listed: true });
         }
     }
     fn tick(&mut self, now: i64) {
@@ -237,11 +222,7 @@ impl Algorithm for Naive {
             reporters.retain(|_, at| now - *at <= window);
             if *listed && reporters.len() < need {
                 *listed = false;
-                changes.push(Change {
-                    ip: *ip,
-                    at: now,
-                    listed: false,
-                });
+                changes.push(Change { ip: *ip, at: now, listed: false });
             }
             !reporters.is_empty()
         });
@@ -288,11 +269,7 @@ impl Algorithm for Abuse {
             entry.0 = reporters;
             if n >= self.need {
                 entry.1 = true;
-                self.changes.push(Change {
-                    ip: report.hashed_ip,
-                    at: now,
-                    listed: true,
-                });
+                self.changes.push(Change { ip: report.hashed_ip, at: now, listed: true });
             }
         }
     }
@@ -303,17 +280,12 @@ impl Algorithm for Abuse {
             reporters.retain(|_, at| now - *at <= horizon);
             if *listed && self.effective(reporters, now) < self.need {
                 *listed = false;
-                self.changes.push(Change {
-                    ip: *ip,
-                    at: now,
-                    listed: false,
-                });
+                self.changes.push(Change { ip: *ip, at: now, listed: false });
             }
             !reporters.is_empty()
         });
         self.ips = ips;
-        self.changes
-            .sort_by(|a, b| a.at.cmp(&b.at).then(a.ip.cmp(&b.ip)));
+        self.changes.sort_by(|a, b| a.at.cmp(&b.at).then(a.ip.cmp(&b.ip)));
     }
     fn changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)

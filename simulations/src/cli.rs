@@ -73,11 +73,7 @@ where
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     match run(cli.command) {
@@ -95,62 +91,33 @@ fn write(path: &Path, text: &str) -> Result<(), crate::SimError> {
 
 fn run(command: Command) -> Result<ExitCode, crate::SimError> {
     match command {
-        Command::Run {
-            scenario,
-            seed,
-            out,
-            threads,
-            no_cost,
-        } => {
+        Command::Run { scenario, seed, out, threads, no_cost } => {
             println!("seed: {seed}");
             let s = Scenario::load(&scenario)?;
-            let result = simulate(
-                &s,
-                seed,
-                &Options {
-                    threads,
-                    cost: !no_cost && s.cost.enabled,
-                },
-            );
+            let result = simulate(&s, seed, &Options { threads, cost: !no_cost && s.cost.enabled });
             let md = result.markdown();
             println!("{md}");
-            std::fs::create_dir_all(&out)
-                .map_err(|e| crate::SimError::Io(out.display().to_string(), e))?;
+            std::fs::create_dir_all(&out).map_err(|e| crate::SimError::Io(out.display().to_string(), e))?;
             let stem = format!("{}-seed{}", s.name, seed);
             write(&out.join(format!("{stem}.json")), &result.to_json())?;
             write(&out.join(format!("{stem}.md")), &md)?;
             if let Some(svg) = result.svg() {
                 write(&out.join(format!("{stem}.svg")), &svg)?;
             }
-            println!(
-                "wrote {}/{stem}.{{json,md,svg}}; reproduce with --seed {seed}",
-                out.display()
-            );
+            println!("wrote {}/{stem}.{{json,md,svg}}; reproduce with --seed {seed}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check {
-            scenarios,
-            baseline,
-            threads,
-        } => {
+        Command::Check { scenarios, baseline, threads } => {
             let mut failed = false;
             for path in scenarios {
                 let s = Scenario::load(&path)?;
                 let file = baseline.join(format!("{}.json", s.name));
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| crate::SimError::Io(file.display().to_string(), e))?;
-                let base: RunResult = serde_json::from_str(&text).map_err(|e| {
-                    crate::SimError::Scenario(file.display().to_string(), e.to_string())
-                })?;
+                let base: RunResult = serde_json::from_str(&text)
+                    .map_err(|e| crate::SimError::Scenario(file.display().to_string(), e.to_string()))?;
                 let with_cost = base.algorithms.iter().any(|a| a.cost.is_some());
-                let current = simulate(
-                    &s,
-                    base.seed,
-                    &Options {
-                        threads,
-                        cost: with_cost,
-                    },
-                );
+                let current = simulate(&s, base.seed, &Options { threads, cost: with_cost });
                 let worse = crate::compare::regressions(&base, &current);
                 if worse.is_empty() {
                     println!("{}: ok (seed {})", s.name, base.seed);
@@ -163,31 +130,14 @@ fn run(command: Command) -> Result<ExitCode, crate::SimError> {
                     println!("  reproduce with --seed {}", base.seed);
                 }
             }
-            Ok(if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
-        Command::Baseline {
-            scenarios,
-            seed,
-            out,
-            threads,
-        } => {
+        Command::Baseline { scenarios, seed, out, threads } => {
             println!("seed: {seed}");
-            std::fs::create_dir_all(&out)
-                .map_err(|e| crate::SimError::Io(out.display().to_string(), e))?;
+            std::fs::create_dir_all(&out).map_err(|e| crate::SimError::Io(out.display().to_string(), e))?;
             for path in scenarios {
                 let s = Scenario::load(&path)?;
-                let result = simulate(
-                    &s,
-                    seed,
-                    &Options {
-                        threads,
-                        cost: s.cost.enabled,
-                    },
-                );
+                let result = simulate(&s, seed, &Options { threads, cost: s.cost.enabled });
                 let file = out.join(format!("{}.json", s.name));
                 write(&file, &result.to_json())?;
                 println!("wrote {}", file.display());

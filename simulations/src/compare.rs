@@ -20,12 +20,7 @@ pub mod tolerance {
 pub fn regressions(baseline: &RunResult, current: &RunResult) -> Vec<String> {
     use tolerance::*;
     let mut out = Vec::new();
-    let find = |r: &RunResult| {
-        r.algorithms
-            .iter()
-            .find(|a| a.measured.algorithm == "palisade")
-            .cloned()
-    };
+    let find = |r: &RunResult| r.algorithms.iter().find(|a| a.measured.algorithm == "palisade").cloned();
     let (Some(b), Some(c)) = (find(baseline), find(current)) else {
         return vec!["`palisade` missing from the baseline or the run".into()];
     };
@@ -34,28 +29,17 @@ pub fn regressions(baseline: &RunResult, current: &RunResult) -> Vec<String> {
         if let (Some(base), now) = (base, now) {
             let now_v = now.unwrap_or(0.0);
             if now_v < base - tol {
-                out.push(format!(
-                    "{what} fell from {base:.4} to {now_v:.4} (tolerance {tol})"
-                ));
+                out.push(format!("{what} fell from {base:.4} to {now_v:.4} (tolerance {tol})"));
             }
         }
     };
     lower("recall", bm.recall, cm.recall, RECALL);
     lower("precision", bm.precision, cm.precision, PRECISION);
-    lower(
-        "botnet recall",
-        bm.botnet_recall,
-        cm.botnet_recall,
-        BOTNET_RECALL,
-    );
+    lower("botnet recall", bm.botnet_recall, cm.botnet_recall, BOTNET_RECALL);
     let counts = [
         ("benign IPs listed", bm.benign_listed, cm.benign_listed),
         ("victims listed", bm.victims_listed, cm.victims_listed),
-        (
-            "protected violations",
-            bm.protected_violations,
-            cm.protected_violations,
-        ),
+        ("protected violations", bm.protected_violations, cm.protected_violations),
     ];
     for (what, base, now) in counts {
         if now > base {
@@ -63,52 +47,24 @@ pub fn regressions(baseline: &RunResult, current: &RunResult) -> Vec<String> {
         }
     }
     for (what, base, now, slack) in [
-        (
-            "median time-to-list",
-            bm.ttl_median_min,
-            cm.ttl_median_min,
-            TTL_SLACK_MIN,
-        ),
-        (
-            "p95 time-to-list",
-            bm.ttl_p95_min,
-            cm.ttl_p95_min,
-            5.0 * TTL_SLACK_MIN,
-        ),
+        ("median time-to-list", bm.ttl_median_min, cm.ttl_median_min, TTL_SLACK_MIN),
+        ("p95 time-to-list", bm.ttl_p95_min, cm.ttl_p95_min, 5.0 * TTL_SLACK_MIN),
     ] {
         if let (Some(base), Some(now)) = (base, now) {
             if now > base * TTL_FACTOR + slack {
-                out.push(format!("{what} rose from {base:.1} to {now:.1} min (tolerance x{TTL_FACTOR} + {slack} min)"));
+                out.push(format!(
+                    "{what} rose from {base:.1} to {now:.1} min (tolerance x{TTL_FACTOR} + {slack} min)"
+                ));
             }
         }
     }
     if let (Some(bc), Some(cc)) = (&b.cost, &c.cost) {
         for (what, base, now) in [
-            (
-                "cost (ordinary, aged)",
-                bc.ordinary_aged.asns,
-                cc.ordinary_aged.asns,
-            ),
-            (
-                "cost (ordinary, trusted)",
-                bc.ordinary_trusted.asns,
-                cc.ordinary_trusted.asns,
-            ),
-            (
-                "cost (protected, aged)",
-                bc.protected_aged.asns,
-                cc.protected_aged.asns,
-            ),
-            (
-                "cost (protected, trusted)",
-                bc.protected_trusted.asns,
-                cc.protected_trusted.asns,
-            ),
-            (
-                "cost (allowlisted, trusted)",
-                bc.allowlisted_trusted.asns,
-                cc.allowlisted_trusted.asns,
-            ),
+            ("cost (ordinary, aged)", bc.ordinary_aged.asns, cc.ordinary_aged.asns),
+            ("cost (ordinary, trusted)", bc.ordinary_trusted.asns, cc.ordinary_trusted.asns),
+            ("cost (protected, aged)", bc.protected_aged.asns, cc.protected_aged.asns),
+            ("cost (protected, trusted)", bc.protected_trusted.asns, cc.protected_trusted.asns),
+            ("cost (allowlisted, trusted)", bc.allowlisted_trusted.asns, cc.allowlisted_trusted.asns),
         ] {
             let cheaper = match (base, now) {
                 (None, Some(_)) => true,
@@ -116,9 +72,7 @@ pub fn regressions(baseline: &RunResult, current: &RunResult) -> Vec<String> {
                 _ => false,
             };
             if cheaper {
-                out.push(format!(
-                    "{what} fell from {base:?} to {now:?} ASNs (tolerance 0)"
-                ));
+                out.push(format!("{what} fell from {base:?} to {now:?} ASNs (tolerance 0)"));
             }
         }
     }

@@ -70,10 +70,8 @@ pub fn victim_listed(
         for j in 0..per_asn {
             let i = k * per_asn + j;
             let node = cost_node(i as u64);
-            let address = VerifiedAddress {
-                asn: Asn(80_000 + k as u32),
-                net24: [50, (i >> 8) as u8, i as u8],
-            };
+            let address =
+                VerifiedAddress { asn: Asn(80_000 + k as u32), net24: [50, (i >> 8) as u8, i as u8] };
             let h = profiles(i);
             if h.verified_since < t0 {
                 algo.restore(node, address, h, t0);
@@ -105,21 +103,13 @@ pub fn victim_listed(
 
 fn profile_history(p: Profile) -> History {
     match p {
-        Profile::Fresh => History {
-            verified_since: CLOCK_ORIGIN,
-            confirmed: 0.0,
-            unconfirmed: 0.0,
-        },
-        Profile::Aged => History {
-            verified_since: CLOCK_ORIGIN - 60 * DAY,
-            confirmed: 0.0,
-            unconfirmed: 0.0,
-        },
-        Profile::Trusted => History {
-            verified_since: CLOCK_ORIGIN - 60 * DAY,
-            confirmed: 30.0,
-            unconfirmed: 3.0,
-        },
+        Profile::Fresh => History { verified_since: CLOCK_ORIGIN, confirmed: 0.0, unconfirmed: 0.0 },
+        Profile::Aged => {
+            History { verified_since: CLOCK_ORIGIN - 60 * DAY, confirmed: 0.0, unconfirmed: 0.0 }
+        }
+        Profile::Trusted => {
+            History { verified_since: CLOCK_ORIGIN - 60 * DAY, confirmed: 30.0, unconfirmed: 3.0 }
+        }
     }
 }
 
@@ -135,10 +125,7 @@ pub fn search(
     let h = profile_history(profile);
     let works = |k: usize, s: usize| victim_listed(spec, class, k, s, &|_| h);
     if !works(max_asns, per_asn) {
-        return Cost {
-            asns: None,
-            sensors: None,
-        };
+        return Cost { asns: None, sensors: None };
     }
     let (mut lo, mut hi) = (0usize, max_asns);
     while hi - lo > 1 {
@@ -159,22 +146,13 @@ pub fn search(
             lo = mid;
         }
     }
-    Cost {
-        asns: Some(k),
-        sensors: Some(k * hi),
-    }
+    Cost { asns: Some(k), sensors: Some(k * hi) }
 }
 
 /// P(victim listed within 24 h) for each budget (in ASNs, `per_asn` sensors each), over
 /// `trials` attacks whose sensors have random ages (0-90 days) and random records (half
 /// of them farmed 0-40 corroborated reports). The same attackers face every algorithm.
-pub fn curve(
-    spec: &AlgoSpec,
-    seed: u64,
-    budgets: &[usize],
-    per_asn: usize,
-    trials: usize,
-) -> Vec<f64> {
+pub fn curve(spec: &AlgoSpec, seed: u64, budgets: &[usize], per_asn: usize, trials: usize) -> Vec<f64> {
     budgets
         .iter()
         .map(|&k| {

@@ -53,10 +53,7 @@ pub fn algorithms(scenario: &Scenario) -> Vec<(String, AlgoSpec)> {
     } else {
         scenario.algorithms.run.clone()
     };
-    names
-        .into_iter()
-        .filter_map(|n| AlgoSpec::parse(&n, &scenario.algorithms).map(|s| (n, s)))
-        .collect()
+    names.into_iter().filter_map(|n| AlgoSpec::parse(&n, &scenario.algorithms).map(|s| (n, s))).collect()
 }
 
 /// Runs `scenario` with `seed`.
@@ -64,13 +61,7 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: &Options) -> RunResult 
     let world = world::generate(scenario, seed);
     let specs = algorithms(scenario);
     let tick_ms = (scenario.world.tick_minutes * 60_000.0) as i64;
-    let measured = run::run_all(
-        &world,
-        &specs,
-        tick_ms,
-        scenario.world.eligible_min_asns,
-        options.threads,
-    );
+    let measured = run::run_all(&world, &specs, tick_ms, scenario.world.eligible_min_asns, options.threads);
     let c = &scenario.cost;
     let costs: Vec<Option<Costs>> = specs
         .iter()
@@ -157,17 +148,9 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: &Options) -> RunResult 
         world: WorldSummary {
             honest_sensors: scenario.world.honest_sensors,
             honest_asns: world.honest_asns,
-            attacker_sensors: world
-                .sensors
-                .iter()
-                .filter(|s| s.role == world::Role::Attacker)
-                .count(),
+            attacker_sensors: world.sensors.iter().filter(|s| s.role == world::Role::Attacker).count(),
             events: world.events.len(),
-            attackers_seen: world
-                .attackers
-                .values()
-                .filter(|t| t.first_honest.is_some())
-                .count(),
+            attackers_seen: world.attackers.values().filter(|t| t.first_honest.is_some()).count(),
             hours: scenario.world.hours,
         },
         algorithms,

@@ -117,10 +117,7 @@ impl RunResult {
             w.honest_sensors, w.honest_asns, w.attacker_sensors, w.attackers_seen, w.events, w.hours
         );
         let _ = writeln!(out, "| algorithm | precision | recall (eligible) | recall (all seen) | TTL median (min) | TTL p95 (min) | benign listed | benign IP-hours | longest benign (h) | victims listed | protected violations | botnet recall | mean trust honest / attacker | peak tracked IPs |");
-        let _ = writeln!(
-            out,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for a in &self.algorithms {
             let m = &a.measured;
             let _ = writeln!(
@@ -232,16 +229,9 @@ impl RunResult {
         );
         for (k, (name, ps)) in c.series.iter().enumerate() {
             let colour = colours[k % colours.len()];
-            let points: Vec<String> = ps
-                .iter()
-                .enumerate()
-                .map(|(i, p)| format!("{:.1},{:.1}", x(i), y(*p)))
-                .collect();
-            let dash = if name.starts_with("palisade-no") {
-                r#" stroke-dasharray="5,3""#
-            } else {
-                ""
-            };
+            let points: Vec<String> =
+                ps.iter().enumerate().map(|(i, p)| format!("{:.1},{:.1}", x(i), y(*p))).collect();
+            let dash = if name.starts_with("palisade-no") { r#" stroke-dasharray="5,3""# } else { "" };
             let _ = writeln!(
                 s,
                 r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#,

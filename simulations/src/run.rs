@@ -58,11 +58,7 @@ const COPIED: usize = 10;
 
 /// Runs `spec` over `world` and returns its list changes and the mean trust of honest
 /// and of attacker sensors at the end (for algorithms that have trust).
-pub fn feed(
-    world: &World,
-    spec: &AlgoSpec,
-    tick_ms: i64,
-) -> (Vec<Change>, Option<(f64, f64)>, usize) {
+pub fn feed(world: &World, spec: &AlgoSpec, tick_ms: i64) -> (Vec<Change>, Option<(f64, f64)>, usize) {
     let mut algo = spec.build(&world.allowlist);
     for s in &world.sensors {
         if let Some(h) = s.history {
@@ -84,13 +80,8 @@ pub fn feed(
         match e.kind {
             EventKind::Presence => algo.presence(sensor.node, sensor.address, e.t),
             EventKind::CopyList => {
-                let recent: Vec<HashedIp> = changes
-                    .iter()
-                    .rev()
-                    .filter(|c| c.listed)
-                    .take(COPIED)
-                    .map(|c| c.ip)
-                    .collect();
+                let recent: Vec<HashedIp> =
+                    changes.iter().rev().filter(|c| c.listed).take(COPIED).map(|c| c.ip).collect();
                 for ip in recent {
                     let report = Report {
                         sensor: sensor.node,
@@ -103,11 +94,7 @@ pub fn feed(
                     algo.ingest(&report, e.t);
                 }
             }
-            EventKind::Report {
-                ip,
-                scenario,
-                confidence,
-            } => {
+            EventKind::Report { ip, scenario, confidence } => {
                 let report = Report {
                     sensor: sensor.node,
                     address: sensor.address,
@@ -142,12 +129,7 @@ pub fn feed(
 }
 
 /// Measures one algorithm's changes against the truth.
-pub fn measure(
-    world: &World,
-    name: &str,
-    changes: &[Change],
-    eligible_min_asns: usize,
-) -> Measured {
+pub fn measure(world: &World, name: &str, changes: &[Change], eligible_min_asns: usize) -> Measured {
     // Listing intervals within the window, per IP.
     let mut intervals: BTreeMap<HashedIp, Vec<(i64, i64)>> = BTreeMap::new();
     let mut open: BTreeMap<HashedIp, i64> = BTreeMap::new();
@@ -173,9 +155,7 @@ pub fn measure(
             .iter()
             .map(|(a, b)| ((*b).min(world.end) - (*a).max(world.start)).max(0) as f64 / 3_600_000.0)
             .sum();
-        let touches = spans
-            .iter()
-            .any(|(a, b)| *a < world.end && *b > world.start);
+        let touches = spans.iter().any(|(a, b)| *a < world.end && *b > world.start);
         if !touches {
             continue;
         }
@@ -200,8 +180,7 @@ pub fn measure(
 
     let mut ids: Vec<&u64> = world.attackers.keys().collect();
     ids.sort();
-    let (mut eligible, mut eligible_listed, mut seen, mut seen_listed) =
-        (0usize, 0usize, 0usize, 0usize);
+    let (mut eligible, mut eligible_listed, mut seen, mut seen_listed) = (0usize, 0usize, 0usize, 0usize);
     let (mut botnet, mut botnet_listed) = (0usize, 0usize);
     let mut ttl: Vec<f64> = Vec::new();
     for id in ids {
@@ -220,10 +199,7 @@ pub fn measure(
                 botnet_listed += usize::from(listed);
             }
             if let Some(first) = truth.first_honest.filter(|f| *f >= world.start) {
-                if let Some(at) = first_listed
-                    .get(&ip)
-                    .and_then(|v| v.iter().find(|t| **t >= first))
-                {
+                if let Some(at) = first_listed.get(&ip).and_then(|v| v.iter().find(|t| **t >= first)) {
                     ttl.push((at - first) as f64 / 60_000.0);
                 }
             }
@@ -261,8 +237,7 @@ pub fn run_all(
     threads: usize,
 ) -> Vec<Measured> {
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: std::sync::Mutex<Vec<Option<Measured>>> =
-        std::sync::Mutex::new(vec![None; specs.len()]);
+    let results: std::sync::Mutex<Vec<Option<Measured>>> = std::sync::Mutex::new(vec![None; specs.len()]);
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1).min(specs.len().max(1)) {
             scope.spawn(|| loop {
@@ -274,22 +249,14 @@ pub fn run_all(
                 let mut m = measure(world, name, &changes, eligible_min_asns);
                 m.honest_trust = trust.map(|t| t.0);
                 m.peak_tracked_ips = peak;
-                m.attacker_trust = trust.map(|t| t.1).filter(|_| {
-                    world
-                        .sensors
-                        .iter()
-                        .any(|s| s.role == crate::world::Role::Attacker)
-                });
+                m.attacker_trust = trust
+                    .map(|t| t.1)
+                    .filter(|_| world.sensors.iter().any(|s| s.role == crate::world::Role::Attacker));
                 if let Ok(mut r) = results.lock() {
                     r[i] = Some(m);
                 }
             });
         }
     });
-    results
-        .into_inner()
-        .unwrap_or_default()
-        .into_iter()
-        .flatten()
-        .collect()
+    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
 }

@@ -172,12 +172,7 @@ pub struct Victims {
 
 impl Default for Victims {
     fn default() -> Self {
-        Victims {
-            cdn: 5,
-            crawler: 5,
-            competitor: 5,
-            ordinary: 20,
-        }
+        Victims { cdn: 5, crawler: 5, competitor: 5, ordinary: 20 }
     }
 }
 
@@ -301,13 +296,10 @@ impl Default for CostParams {
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, SimError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SimError::Io(path.display().to_string(), e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| SimError::Io(path.display().to_string(), e))?;
         let scenario: Scenario = toml::from_str(&text)
             .map_err(|e| SimError::Scenario(path.display().to_string(), e.to_string()))?;
-        scenario
-            .validate()
-            .map_err(|m| SimError::Scenario(path.display().to_string(), m))?;
+        scenario.validate().map_err(|m| SimError::Scenario(path.display().to_string(), m))?;
         Ok(scenario)
     }
 
@@ -317,29 +309,16 @@ impl Scenario {
         if w.honest_sensors == 0 || w.asns == 0 {
             return Err("world.honest_sensors and world.asns must be at least 1".into());
         }
-        if !(w.hours > 0.0
-            && w.tick_minutes > 0.0
-            && w.heartbeat_hours > 0.0
-            && w.warmup_hours >= 0.0)
-        {
-            return Err(
-                "world.hours, world.tick_minutes and world.heartbeat_hours must be positive".into(),
-            );
+        if !(w.hours > 0.0 && w.tick_minutes > 0.0 && w.heartbeat_hours > 0.0 && w.warmup_hours >= 0.0) {
+            return Err("world.hours, world.tick_minutes and world.heartbeat_hours must be positive".into());
         }
-        if self.attack.kind != AttackKind::None
-            && (self.attack.sensors == 0 || self.attack.asns == 0)
-        {
-            return Err(
-                "attack.sensors and attack.asns must be at least 1 when attack.kind is set".into(),
-            );
+        if self.attack.kind != AttackKind::None && (self.attack.sensors == 0 || self.attack.asns == 0) {
+            return Err("attack.sensors and attack.asns must be at least 1 when attack.kind is set".into());
         }
         if self.attack.repeat_minutes <= 0.0 || self.attack.churn_minutes <= 0.0 {
             return Err("attack.repeat_minutes and attack.churn_minutes must be positive".into());
         }
-        self.algorithms
-            .palisade
-            .validate()
-            .map_err(|e| format!("algorithms.palisade: {e}"))?;
+        self.algorithms.palisade.validate().map_err(|e| format!("algorithms.palisade: {e}"))?;
         for name in &self.algorithms.run {
             if crate::algorithms::AlgoSpec::parse(name, &self.algorithms).is_none() {
                 return Err(format!("algorithms.run: unknown algorithm {name:?}"));

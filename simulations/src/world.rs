@@ -56,9 +56,7 @@ pub fn hashed(class: IpClass, id: u64) -> HashedIp {
     b[0] = class as u8;
     b[1..9].copy_from_slice(&id.to_be_bytes());
     // Spread the rest like a real keyed hash would (splitmix64).
-    let mut z = id
-        .wrapping_add(0x9E37_79B9_7F4A_7C15)
-        .wrapping_mul(class as u64 + 1);
+    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15).wrapping_mul(class as u64 + 1);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     b[9..17].copy_from_slice(&(z ^ (z >> 31)).to_be_bytes());
@@ -181,16 +179,9 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
         *asn_counts.entry(asn).or_default() += 1;
         sensors.push(SensorInfo {
             node: node_id(1, i as u64),
-            address: VerifiedAddress {
-                asn: Asn(asn),
-                net24: [(rank >> 8) as u8, rank as u8, r.gen()],
-            },
+            address: VerifiedAddress { asn: Asn(asn), net24: [(rank >> 8) as u8, rank as u8, r.gen()] },
             role: Role::Honest,
-            history: Some(History {
-                verified_since: honest_since,
-                confirmed: 0.0,
-                unconfirmed: 0.0,
-            }),
+            history: Some(History { verified_since: honest_since, confirmed: 0.0, unconfirmed: 0.0 }),
             heartbeats: true,
         });
     }
@@ -202,9 +193,7 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
     let attacker_first = sensors.len();
     let attacker_asn = |k: usize| -> u32 {
         if a.share_honest_asns {
-            biggest
-                .get(k % biggest.len().max(1))
-                .map_or(60_000 + k as u32, |b| b.0)
+            biggest.get(k % biggest.len().max(1)).map_or(60_000 + k as u32, |b| b.0)
         } else {
             60_000 + k as u32
         }
@@ -216,11 +205,7 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
     });
     if a.kind != AttackKind::None {
         for j in 0..a.sensors {
-            sensors.push(attacker_sensor(
-                j as u64,
-                attacker_asn(j % a.asns),
-                attacker_history,
-            ));
+            sensors.push(attacker_sensor(j as u64, attacker_asn(j % a.asns), attacker_history));
         }
     }
     let attacker_count = sensors.len() - attacker_first;
@@ -240,16 +225,11 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
     let history_days = 60.0;
     let span_days = history_days + (end - warm_start) as f64 / DAY as f64;
     let count = (w.attackers_per_day * span_days).round() as u64;
-    let mut botnet_left = if a.kind == AttackKind::Suppression {
-        a.botnet
-    } else {
-        0
-    };
+    let mut botnet_left = if a.kind == AttackKind::Suppression { a.botnet } else { 0 };
     for id in 0..count {
         let mut t0 = warm_start - (history_days * DAY as f64) as i64
             + (r.gen::<f64>() * span_days * DAY as f64) as i64;
-        let lifetime =
-            (lognormal_mean(&mut r, w.lifetime_days_mean, 1.0).min(60.0) * DAY as f64) as i64;
+        let lifetime = (lognormal_mean(&mut r, w.lifetime_days_mean, 1.0).min(60.0) * DAY as f64) as i64;
         let targeted = r.gen::<f64>() < w.targeted_fraction;
         let botnet = !targeted && botnet_left > 0 && t0 > start + HOUR && t0 < end - 4 * HOUR;
         if botnet {
@@ -261,19 +241,14 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
         let n = if targeted {
             r.gen_range(1..=5)
         } else {
-            lognormal_mean(&mut r, w.targets_mean, w.targets_sigma)
-                .round()
-                .max(1.0) as usize
+            lognormal_mean(&mut r, w.targets_mean, w.targets_sigma).round().max(1.0) as usize
         };
         let n_wave = (n as f64 * w.first_wave_fraction).round() as usize;
         if botnet {
             t0 = t0.max(start + HOUR);
         }
         let ip = hashed(IpClass::Attacker, id);
-        let mut truth = AttackerTruth {
-            botnet,
-            ..AttackerTruth::default()
-        };
+        let mut truth = AttackerTruth { botnet, ..AttackerTruth::default() };
         let targets = distinct(&mut r, population.len(), n);
         for (j, target) in targets.into_iter().enumerate() {
             let hit = if j < n_wave {
@@ -283,25 +258,14 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
             };
             let detected = r.gen::<f64>() < w.detection_rate;
             let t = hit + (lognormal_median(&mut r, w.detection_delay_secs, 1.0) * 1000.0) as i64;
-            let scenario = if r.gen::<f64>() < 0.7 {
-                ScenarioKind::Application
-            } else {
-                ScenarioKind::Handshake
-            };
+            let scenario =
+                if r.gen::<f64>() < 0.7 { ScenarioKind::Application } else { ScenarioKind::Handshake };
             let confidence = if r.gen::<f64>() < 0.8 { 3 } else { 2 };
             if !detected || t < warm_start || t >= end {
                 continue;
             }
             let sensor = population[target];
-            events.push(Event {
-                t,
-                sensor,
-                kind: EventKind::Report {
-                    ip,
-                    scenario,
-                    confidence,
-                },
-            });
+            events.push(Event { t, sensor, kind: EventKind::Report { ip, scenario, confidence } });
             if sensors[sensor as usize].role == Role::Honest {
                 honest_times.entry(id).or_default().push(t);
                 if t >= start {
@@ -333,19 +297,12 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
             let ip = if r.gen::<f64>() < w.shared_false_report_fraction {
                 hashed(IpClass::Benign, benign.sample(&mut r) as u64)
             } else {
-                hashed(
-                    IpClass::Benign,
-                    (1 << 40) | (u64::from(s) << 8) | r.gen_range(0..50),
-                )
+                hashed(IpClass::Benign, (1 << 40) | (u64::from(s) << 8) | r.gen_range(0..50))
             };
             events.push(Event {
                 t,
                 sensor: s,
-                kind: EventKind::Report {
-                    ip,
-                    scenario: ScenarioKind::Handshake,
-                    confidence: 2,
-                },
+                kind: EventKind::Report { ip, scenario: ScenarioKind::Handshake, confidence: 2 },
             });
         }
     }
@@ -364,11 +321,7 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
                     events.push(Event {
                         t,
                         sensor: s as u32,
-                        kind: EventKind::Report {
-                            ip,
-                            scenario: ScenarioKind::Application,
-                            confidence: 2,
-                        },
+                        kind: EventKind::Report { ip, scenario: ScenarioKind::Application, confidence: 2 },
                     });
                 }
             }
@@ -380,18 +333,12 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
     let every = (w.heartbeat_hours * HOUR as f64) as i64;
     for (i, s) in sensors.iter().enumerate() {
         let honest_or_aged = s.role == Role::Honest || a.age_days > 0.0;
-        if !(s.heartbeats && honest_or_aged)
-            || a.kind == AttackKind::Churn && s.role == Role::Attacker
-        {
+        if !(s.heartbeats && honest_or_aged) || a.kind == AttackKind::Churn && s.role == Role::Attacker {
             continue;
         }
         let mut t = warm_start + r.gen_range(0..every.max(1));
         while t < end {
-            events.push(Event {
-                t,
-                sensor: i as u32,
-                kind: EventKind::Presence,
-            });
+            events.push(Event { t, sensor: i as u32, kind: EventKind::Presence });
             t += every;
         }
     }
@@ -409,41 +356,28 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
     }
     let v = &a.victims;
     let mut victims: Vec<HashedIp> = Vec::new();
-    if matches!(
-        a.kind,
-        AttackKind::Sybil | AttackKind::Sleeper | AttackKind::Churn
-    ) {
+    if matches!(a.kind, AttackKind::Sybil | AttackKind::Sleeper | AttackKind::Churn) {
         victims.extend((0..v.cdn.min(w.cdn_edges) as u64).map(|i| hashed(IpClass::Cdn, i)));
         victims.extend((0..v.crawler.min(w.crawlers) as u64).map(|i| hashed(IpClass::Crawler, i)));
-        victims.extend(
-            (0..v.competitor.min(w.competitors) as u64).map(|i| hashed(IpClass::Competitor, i)),
-        );
+        victims.extend((0..v.competitor.min(w.competitors) as u64).map(|i| hashed(IpClass::Competitor, i)));
         victims.extend((0..v.ordinary as u64).map(|i| hashed(IpClass::Ordinary, i)));
     }
 
     // The attack.
     let mut r = rng(seed, 5);
     let repeat = (a.repeat_minutes * MIN as f64) as i64;
-    let strike_report = |events: &mut Vec<Event>,
-                         r: &mut SimRng,
-                         sensor: u32,
-                         ip: HashedIp,
-                         from: i64,
-                         until: i64| {
-        let mut t = from + r.gen_range(0..10 * MIN);
-        while t < until.min(end) {
-            events.push(Event {
-                t,
-                sensor,
-                kind: EventKind::Report {
-                    ip,
-                    scenario: ScenarioKind::Application,
-                    confidence: 3,
-                },
-            });
-            t += repeat;
-        }
-    };
+    let strike_report =
+        |events: &mut Vec<Event>, r: &mut SimRng, sensor: u32, ip: HashedIp, from: i64, until: i64| {
+            let mut t = from + r.gen_range(0..10 * MIN);
+            while t < until.min(end) {
+                events.push(Event {
+                    t,
+                    sensor,
+                    kind: EventKind::Report { ip, scenario: ScenarioKind::Application, confidence: 3 },
+                });
+                t += repeat;
+            }
+        };
     match a.kind {
         AttackKind::None => {}
         AttackKind::Sybil | AttackKind::Sleeper => {
@@ -464,14 +398,7 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
             }
             for j in 0..attacker_count {
                 for ip in &victims {
-                    strike_report(
-                        &mut events,
-                        &mut r,
-                        (attacker_first + j) as u32,
-                        *ip,
-                        strike,
-                        end,
-                    );
+                    strike_report(&mut events, &mut r, (attacker_first + j) as u32, *ip, strike, end);
                 }
             }
         }
@@ -516,21 +443,14 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
                         end,
                     );
                 }
-                let junk = poisson(
-                    &mut r,
-                    a.junk_per_sensor_hour * (end - strike) as f64 / HOUR as f64,
-                );
+                let junk = poisson(&mut r, a.junk_per_sensor_hour * (end - strike) as f64 / HOUR as f64);
                 for k in 0..junk {
                     let t = strike + (r.gen::<f64>() * (end - strike) as f64) as i64;
                     let ip = hashed(IpClass::Junk, (j as u64) << 32 | k);
                     events.push(Event {
                         t,
                         sensor,
-                        kind: EventKind::Report {
-                            ip,
-                            scenario: ScenarioKind::Application,
-                            confidence: 3,
-                        },
+                        kind: EventKind::Report { ip, scenario: ScenarioKind::Application, confidence: 3 },
                     });
                 }
             }
@@ -538,17 +458,7 @@ pub fn generate(scenario: &Scenario, seed: u64) -> World {
     }
 
     events.sort_by_key(|e| e.t);
-    World {
-        sensors,
-        events,
-        warm_start,
-        start,
-        end,
-        allowlist,
-        attackers,
-        victims,
-        honest_asns,
-    }
+    World { sensors, events, warm_start, start, end, allowlist, attackers, victims, honest_asns }
 }
 
 fn node_id(tag: u8, i: u64) -> NodeId {
@@ -577,9 +487,7 @@ pub fn poisson(r: &mut SimRng, mean: f64) -> u64 {
         return 0;
     }
     if mean > 30.0 {
-        return (mean + mean.sqrt() * crate::rng::normal(r))
-            .round()
-            .max(0.0) as u64;
+        return (mean + mean.sqrt() * crate::rng::normal(r)).round().max(0.0) as u64;
     }
     let limit = (-mean).exp();
     let mut k = 0;

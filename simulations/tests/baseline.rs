@@ -27,21 +27,11 @@ fn fast_scenarios_are_no_worse_than_the_baseline() {
         if !scenario.fast {
             continue;
         }
-        let file = root
-            .join("baseline")
-            .join(format!("{}.json", scenario.name));
-        let text =
-            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let file = root.join("baseline").join(format!("{}.json", scenario.name));
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let base: RunResult = serde_json::from_str(&text).expect("baseline parses");
         let with_cost = base.algorithms.iter().any(|a| a.cost.is_some());
-        let now = simulate(
-            &scenario,
-            base.seed,
-            &Options {
-                threads: 2,
-                cost: with_cost,
-            },
-        );
+        let now = simulate(&scenario, base.seed, &Options { threads: 2, cost: with_cost });
         let worse = palisade_sim::compare::regressions(&base, &now);
         if !worse.is_empty() {
             failures.push(format!(

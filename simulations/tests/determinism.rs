@@ -22,49 +22,13 @@ fn scenario() -> Scenario {
 fn same_seed_same_bytes() {
     let s = scenario();
     let seed = 42;
-    let a = simulate(
-        &s,
-        seed,
-        &Options {
-            threads: 2,
-            cost: true,
-        },
-    );
-    let b = simulate(
-        &s,
-        seed,
-        &Options {
-            threads: 1,
-            cost: true,
-        },
-    );
-    assert_eq!(
-        a.to_json(),
-        b.to_json(),
-        "JSON differs between runs; reproduce with --seed {seed}"
-    );
-    assert_eq!(
-        a.markdown(),
-        b.markdown(),
-        "markdown differs; reproduce with --seed {seed}"
-    );
-    assert_eq!(
-        a.svg(),
-        b.svg(),
-        "SVG differs; reproduce with --seed {seed}"
-    );
-    let c = simulate(
-        &s,
-        seed + 1,
-        &Options {
-            threads: 2,
-            cost: false,
-        },
-    );
-    assert_ne!(
-        a.world, c.world,
-        "a different seed must give a different world"
-    );
+    let a = simulate(&s, seed, &Options { threads: 2, cost: true });
+    let b = simulate(&s, seed, &Options { threads: 1, cost: true });
+    assert_eq!(a.to_json(), b.to_json(), "JSON differs between runs; reproduce with --seed {seed}");
+    assert_eq!(a.markdown(), b.markdown(), "markdown differs; reproduce with --seed {seed}");
+    assert_eq!(a.svg(), b.svg(), "SVG differs; reproduce with --seed {seed}");
+    let c = simulate(&s, seed + 1, &Options { threads: 2, cost: false });
+    assert_ne!(a.world, c.world, "a different seed must give a different world");
 }
 
 #[test]

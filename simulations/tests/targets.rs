@@ -11,14 +11,7 @@ fn run(name: &str, seed: u64) -> palisade_sim::report::RunResult {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scenarios/{name}.toml"));
     let mut s = Scenario::load(&path).expect("scenario loads");
     s.algorithms.run = vec!["naive".into(), "palisade".into()];
-    simulate(
-        &s,
-        seed,
-        &Options {
-            threads: 2,
-            cost: false,
-        },
-    )
+    simulate(&s, seed, &Options { threads: 2, cost: false })
 }
 
 #[test]
@@ -33,10 +26,7 @@ fn ten_thousand_sybils_in_ten_asns_list_no_benign_ip() {
         assert!(palisade.recall.unwrap_or(0.0) >= 0.99, "{ctx}");
         assert!(palisade.ttl_median_min.unwrap_or(f64::MAX) < 10.0, "{ctx}");
         if naive.victims > 0 {
-            assert_eq!(
-                naive.victims_listed, naive.victims,
-                "the naive rule should fall for it: {ctx}"
-            );
+            assert_eq!(naive.victims_listed, naive.victims, "the naive rule should fall for it: {ctx}");
         }
     }
 }
