@@ -1,6 +1,8 @@
 //! The node end to end: a real `palisade run` process tailing a real file, RocksDB in a
 //! temporary directory, the CLI talking to it over the admin socket.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! Real logs from `../shared/data` (see its README) through `palisade replay`: nothing
 //! may fail, the parsers must recognise them, and the brute-forcers in them are caught.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod common;
 
 use common::*;
@@ -14,7 +16,7 @@ fn shared_data(name: &str) -> PathBuf {
     path
 }
 
-fn replay(dir: &NodeDir, log_type: &str, file: &PathBuf) -> Vec<serde_json::Value> {
+fn replay(dir: &NodeDir, log_type: &str, file: &std::path::Path) -> Vec<serde_json::Value> {
     let out = dir.cli(&["replay", "--type", log_type, "--json", file.to_str().unwrap()]);
     assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout)

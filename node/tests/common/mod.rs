@@ -1,5 +1,6 @@
 //! Helpers for tests that run the real `palisade` binary.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,9 +17,15 @@ pub struct NodeDir {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for NodeDir {
+    fn default() -> Self {
+        NodeDir { dir: tempfile::tempdir().expect("tempdir") }
+    }
+}
+
 impl NodeDir {
     pub fn new() -> Self {
-        NodeDir { dir: tempfile::tempdir().expect("tempdir") }
+        Self::default()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
