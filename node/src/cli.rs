@@ -43,6 +43,13 @@ enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run consensus simulations (the same as the `palisade-sim` binary; `palisade sim --help`).
+    #[command(disable_help_flag = true)]
+    Sim {
+        /// Arguments for the simulator.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// The log formats `replay` and `explain` know.
@@ -213,6 +220,9 @@ pub fn main() -> Result<ExitCode> {
             let hub = crate::hub::load(config.hub_dir.as_deref())?;
             output::hub_list(&hub, json);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Sim { args } => {
+            Ok(palisade_sim::cli::main(std::iter::once(std::ffi::OsString::from("palisade sim")).chain(args)))
         }
         Command::Config(ConfigCommand::Check) => {
             let (config, path) = NodeConfig::load(cli.config.as_deref())?;
