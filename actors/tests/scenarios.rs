@@ -19,26 +19,18 @@ fn hub_files() -> Vec<HubFile> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hub");
     let mut files = Vec::new();
     for dir in ["scenarios", "data"] {
-        let mut entries: Vec<_> = std::fs::read_dir(root.join(dir))
-            .expect("hub dir")
-            .flatten()
-            .collect();
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(dir)).expect("hub dir").flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let text = std::fs::read_to_string(e.path()).expect("read");
-            files.push(HubFile {
-                path: format!("{dir}/{}", e.file_name().to_string_lossy()),
-                text,
-            });
+            files.push(HubFile { path: format!("{dir}/{}", e.file_name().to_string_lossy()), text });
         }
     }
     files
 }
 
 fn engine() -> Buckets {
-    Buckets::new(Arc::new(
-        Scenarios::load(&hub_files()).expect("shipped scenarios load"),
-    ))
+    Buckets::new(Arc::new(Scenarios::load(&hub_files()).expect("shipped scenarios load")))
 }
 
 fn ev(t_ms: i64, meta: &[(&str, &str)], parsed: &[(&str, &str)]) -> Event {
@@ -67,19 +59,12 @@ fn ev(t_ms: i64, meta: &[(&str, &str)], parsed: &[(&str, &str)]) -> Event {
 fn ssh(t_ms: i64, ip: &str, log_type: &str, user: &str) -> Event {
     ev(
         t_ms,
-        &[
-            ("log_type", log_type),
-            ("service", "ssh"),
-            ("source_ip", ip),
-            ("target_user", user),
-        ],
+        &[("log_type", log_type), ("service", "ssh"), ("source_ip", ip), ("target_user", user)],
         &[("program", "sshd")],
     )
 }
 
-const STATIC_EXT: &[&str] = &[
-    ".css", ".js", ".png", ".jpg", ".svg", ".webp", ".woff2", ".ico", ".gif",
-];
+const STATIC_EXT: &[&str] = &[".css", ".js", ".png", ".jpg", ".svg", ".webp", ".woff2", ".ico", ".gif"];
 
 fn http_full(t_ms: i64, ip: &str, verb: &str, path: &str, status: u16, ua: &str) -> Event {
     let no_query = path.split('?').next().unwrap_or("");
@@ -129,11 +114,7 @@ fn fired(out: &[Overflow]) -> BTreeSet<String> {
 
 fn assert_fires(evs: &[Event], scenario: &str) {
     let out = run(evs);
-    assert!(
-        fired(&out).contains(scenario),
-        "{scenario} did not fire; fired: {:?}",
-        fired(&out)
-    );
+    assert!(fired(&out).contains(scenario), "{scenario} did not fire; fired: {:?}", fired(&out));
 }
 
 fn assert_quiet(evs: &[Event]) {
@@ -143,20 +124,13 @@ fn assert_quiet(evs: &[Event]) {
 
 #[test]
 fn ssh_bf_fires_on_fast_failures_not_on_near_miss() {
-    let evs: Vec<Event> = (0..8)
-        .map(|i| ssh(i * 1500, "203.0.113.5", "ssh_failed-auth", "root"))
-        .collect();
+    let evs: Vec<Event> = (0..8).map(|i| ssh(i * 1500, "203.0.113.5", "ssh_failed-auth", "root")).collect();
     assert_fires(&evs, "palisade/ssh-bf");
     // A user who mistypes 3 times, then logs in; twice in the day.
     let mut evs = Vec::new();
     for base in [0, 3 * 3_600_000] {
         for i in 0..3 {
-            evs.push(ssh(
-                base + i * 5000,
-                "198.51.100.7",
-                "ssh_failed-auth",
-                "alice",
-            ));
+            evs.push(ssh(base + i * 5000, "198.51.100.7", "ssh_failed-auth", "alice"));
         }
         evs.push(ssh(base + 20_000, "198.51.100.7", "ssh_success", "alice"));
     }
@@ -165,51 +139,34 @@ fn ssh_bf_fires_on_fast_failures_not_on_near_miss() {
 
 #[test]
 fn ssh_slow_bf_fires_on_one_failure_every_few_minutes() {
-    let evs: Vec<Event> = (0..30)
-        .map(|i| ssh(i * 200_000, "203.0.113.6", "ssh_failed-auth", "root"))
-        .collect();
+    let evs: Vec<Event> =
+        (0..30).map(|i| ssh(i * 200_000, "203.0.113.6", "ssh_failed-auth", "root")).collect();
     let out = run(&evs);
-    assert!(
-        fired(&out).contains("palisade/ssh-slow-bf"),
-        "{:?}",
-        fired(&out)
-    );
+    assert!(fired(&out).contains("palisade/ssh-slow-bf"), "{:?}", fired(&out));
     assert!(!fired(&out).contains("palisade/ssh-bf"));
 }
 
 #[test]
 fn ssh_user_enum_fires_on_distinct_users() {
-    let users = [
-        "admin", "test", "oracle", "postgres", "git", "pi", "guest", "ubuntu",
-    ];
+    let users = ["admin", "test", "oracle", "postgres", "git", "pi", "guest", "ubuntu"];
     let evs: Vec<Event> = users
         .iter()
         .enumerate()
         .map(|(i, u)| ssh(i as i64 * 12_000, "203.0.113.7", "ssh_failed-auth", u))
         .collect();
     let out = run(&evs);
-    assert!(
-        fired(&out).contains("palisade/ssh-user-enum"),
-        "{:?}",
-        fired(&out)
-    );
+    assert!(fired(&out).contains("palisade/ssh-user-enum"), "{:?}", fired(&out));
     // The same user over and over is not enumeration.
-    let evs: Vec<Event> = (0..5)
-        .map(|i| ssh(i * 12_000, "203.0.113.8", "ssh_failed-auth", "root"))
-        .collect();
+    let evs: Vec<Event> = (0..5).map(|i| ssh(i * 12_000, "203.0.113.8", "ssh_failed-auth", "root")).collect();
     assert!(!fired(&run(&evs)).contains("palisade/ssh-user-enum"));
 }
 
 #[test]
 fn ssh_preauth_flood_fires_on_floods_not_on_monitors() {
-    let evs: Vec<Event> = (0..300)
-        .map(|i| ssh(i * 20, "203.0.113.9", "ssh_preauth", ""))
-        .collect();
+    let evs: Vec<Event> = (0..300).map(|i| ssh(i * 20, "203.0.113.9", "ssh_preauth", "")).collect();
     assert_fires(&evs, "palisade/ssh-preauth-flood");
     // A monitor that connects every second all day.
-    let evs: Vec<Event> = (0..20_000)
-        .map(|i| ssh(i * 1000, "198.51.100.9", "ssh_preauth", ""))
-        .collect();
+    let evs: Vec<Event> = (0..20_000).map(|i| ssh(i * 1000, "198.51.100.9", "ssh_preauth", "")).collect();
     assert_quiet(&evs);
 }
 
@@ -233,16 +190,7 @@ fn http_probing_fires_on_scanners() {
     let evs: Vec<Event> = paths
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            http_full(
-                i as i64 * 700,
-                "203.0.113.10",
-                "GET",
-                p,
-                404,
-                "python-requests/2.31.0",
-            )
-        })
+        .map(|(i, p)| http_full(i as i64 * 700, "203.0.113.10", "GET", p, 404, "python-requests/2.31.0"))
         .collect();
     assert_fires(&evs, "palisade/http-probing");
 }
@@ -264,55 +212,23 @@ fn http_slow_probing_fires_on_low_and_slow_scanners() {
     let evs: Vec<Event> = paths
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            http_full(
-                i as i64 * 300_000,
-                "203.0.113.11",
-                "GET",
-                p,
-                404,
-                "curl/7.88.1",
-            )
-        })
+        .map(|(i, p)| http_full(i as i64 * 300_000, "203.0.113.11", "GET", p, 404, "curl/7.88.1"))
         .collect();
     assert_fires(&evs, "palisade/http-probing-slow");
 }
 
 #[test]
 fn http_sensitive_files_and_backdoors() {
-    let evs: Vec<Event> = [
-        "/.env",
-        "/.git/config",
-        "/wp-config.php.bak",
-        "/.aws/credentials",
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, p)| {
-        http_full(
-            i as i64 * 2000,
-            "203.0.113.12",
-            "GET",
-            p,
-            404,
-            "Go-http-client/1.1",
-        )
-    })
-    .collect();
+    let evs: Vec<Event> = ["/.env", "/.git/config", "/wp-config.php.bak", "/.aws/credentials"]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| http_full(i as i64 * 2000, "203.0.113.12", "GET", p, 404, "Go-http-client/1.1"))
+        .collect();
     assert_fires(&evs, "palisade/http-sensitive-files");
     let evs: Vec<Event> = ["/shell.php", "/wso.php", "/c99.php"]
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            http_full(
-                i as i64 * 2000,
-                "203.0.113.13",
-                "GET",
-                p,
-                404,
-                "Go-http-client/1.1",
-            )
-        })
+        .map(|(i, p)| http_full(i as i64 * 2000, "203.0.113.13", "GET", p, 404, "Go-http-client/1.1"))
         .collect();
     assert_fires(&evs, "palisade/http-backdoor-probing");
 }
@@ -377,10 +293,8 @@ fn http_injection_probes() {
         .map(|(i, p)| http_full(i as i64 * 300, "203.0.113.16", "GET", p, 200, BROWSER))
         .collect();
     assert_fires(&evs, "palisade/http-sqli-probing");
-    let xss = [
-        "/search?q=%3Cscript%3Ealert(1)%3C/script%3E",
-        "/search?q=%22%3E%3Csvg%20onload%3Dalert(1)%3E",
-    ];
+    let xss =
+        ["/search?q=%3Cscript%3Ealert(1)%3C/script%3E", "/search?q=%22%3E%3Csvg%20onload%3Dalert(1)%3E"];
     let evs: Vec<Event> = xss
         .iter()
         .enumerate()
@@ -416,18 +330,8 @@ fn http_injection_probes() {
 
 #[test]
 fn http_login_bruteforce() {
-    let evs: Vec<Event> = (0..15)
-        .map(|i| {
-            http_full(
-                i * 2000,
-                "203.0.113.19",
-                "POST",
-                "/wp-login.php",
-                200,
-                BROWSER,
-            )
-        })
-        .collect();
+    let evs: Vec<Event> =
+        (0..15).map(|i| http_full(i * 2000, "203.0.113.19", "POST", "/wp-login.php", 200, BROWSER)).collect();
     assert_fires(&evs, "palisade/http-login-bf");
     let evs: Vec<Event> = (0..8)
         .map(|i| {
@@ -445,18 +349,10 @@ fn http_login_bruteforce() {
         .collect();
     assert_fires(&evs, "palisade/http-auth-bf");
     // A user who fails twice then logs in, and an API client refreshing its token.
-    let mut evs: Vec<Event> = (0..3)
-        .map(|i| http_full(i * 8000, "198.51.100.19", "POST", "/login", 200, BROWSER))
-        .collect();
+    let mut evs: Vec<Event> =
+        (0..3).map(|i| http_full(i * 8000, "198.51.100.19", "POST", "/login", 200, BROWSER)).collect();
     evs.extend((0..50).map(|i| {
-        http_full(
-            i * 60_000,
-            "198.51.100.20",
-            "POST",
-            "/api/v1/auth/refresh",
-            200,
-            "okhttp/4.12.0",
-        )
+        http_full(i * 60_000, "198.51.100.20", "POST", "/api/v1/auth/refresh", 200, "okhttp/4.12.0")
     }));
     assert_quiet(&evs);
 }
@@ -520,14 +416,7 @@ fn benign_web_traffic_is_not_flagged() {
     }
     // A feed reader polling with 304s.
     for i in 0..500 {
-        evs.push(http_full(
-            i * 900_000,
-            "198.51.100.31",
-            "GET",
-            "/blog/feed.xml",
-            304,
-            "Feedly/1.0",
-        ));
+        evs.push(http_full(i * 900_000, "198.51.100.31", "GET", "/blog/feed.xml", 304, "Feedly/1.0"));
     }
     evs.sort_by_key(|e| e.time);
     assert_quiet(&evs);
@@ -560,30 +449,11 @@ fn realistic_events(n: usize, pool: u64) -> Vec<Event> {
     ];
     for i in 0..n {
         let r = next();
-        let a = if pool == 0 {
-            r
-        } else {
-            (r % pool).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7
-        };
-        let ip = format!(
-            "{}.{}.{}.{}",
-            1 + a % 200,
-            (a >> 8) % 256,
-            (a >> 16) % 256,
-            1 + (a >> 24) % 250
-        );
+        let a = if pool == 0 { r } else { (r % pool).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7 };
+        let ip = format!("{}.{}.{}.{}", 1 + a % 200, (a >> 8) % 256, (a >> 16) % 256, 1 + (a >> 24) % 250);
         let t = i as i64 * 5;
         let e = match r % 10 {
-            0..=2 => ssh(
-                t,
-                &ip,
-                if r % 3 == 0 {
-                    "ssh_failed-auth"
-                } else {
-                    "ssh_success"
-                },
-                "root",
-            ),
+            0..=2 => ssh(t, &ip, if r % 3 == 0 { "ssh_failed-auth" } else { "ssh_success" }, "root"),
             3 => ssh(t, &ip, "ssh_preauth", ""),
             _ => {
                 let path = paths[(r >> 32) as usize % paths.len()];
@@ -606,14 +476,31 @@ fn thread_cpu_secs() -> f64 {
     ticks / 100.0
 }
 
-/// Prints events/s through `Buckets::pour` with every shipped scenario loaded.
+/// A fingerprint of the overflows (in order) and the counters, so that a faster engine can
+/// be checked to behave exactly like the previous one on the measurement workload.
+fn digest(out: &[Overflow], stats: &[palisade_actors::scenario::ScenarioStats]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same input gives the same digest on every run.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for o in out {
+        (&*o.scenario, &o.value, &o.group_key, o.events_count, o.first_at.0, o.last_at.0).hash(&mut h);
+    }
+    for s in stats {
+        let counters = (s.poured, s.overflowed, s.instantiated, s.underflowed, s.blackholed, s.evicted);
+        (&*s.name, counters, s.distinct_dropped, s.eval_errors).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Prints events/s through `Buckets::pour` with every shipped scenario loaded, then
+/// advances a day (outside the timed part) and prints a digest of the overflows and
+/// counters: an optimisation must leave it unchanged.
 #[test]
 #[ignore = "measurement; run with --release --ignored --nocapture"]
 fn throughput() {
-    for (pool, what) in [
-        (5_000, "5,000 source addresses"),
-        (0, "a new source address for every event (worst case)"),
-    ] {
+    for (pool, what) in
+        [(5_000, "5,000 source addresses"), (0, "a new source address for every event (worst case)")]
+    {
         let evs = realistic_events(1_000_000, pool);
         let mut b = engine();
         let mut out = Vec::new();
@@ -622,15 +509,17 @@ fn throughput() {
             b.pour(e, &mut out);
         }
         let (secs, cpu) = (start.elapsed().as_secs_f64(), thread_cpu_secs() - cpu0);
+        b.advance(Timestamp(evs.len() as i64 * 5 + 86_400_000), &mut out);
         println!(
-            "{what}: {} events through {} scenarios in {:.3} s wall, {:.3} s CPU: {:.0} events/CPU-s, {} overflows, {} live buckets",
+            "{what}: {} events through {} scenarios in {:.3} s wall, {:.3} s CPU: {:.0} events/CPU-s, {} overflows, {} live buckets, digest {:016x}",
             evs.len(),
             b.stats().len(),
             secs,
             cpu,
             evs.len() as f64 / cpu,
             out.len(),
-            b.live_buckets()
+            b.live_buckets(),
+            digest(&out, b.stats())
         );
     }
 }
@@ -638,13 +527,11 @@ fn throughput() {
 // --------------------------------------------------------------- workload scoring
 
 fn month(m: &str) -> u32 {
-    [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|x| *x == m)
-    .map(|p| p as u32 + 1)
-    .unwrap_or(1)
+    ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|x| *x == m)
+        .map(|p| p as u32 + 1)
+        .unwrap_or(1)
 }
 
 fn epoch_ms(year: i64, mon: u32, day: u32, h: u32, mi: u32, s: u32) -> i64 {
@@ -664,14 +551,7 @@ fn parse_auth(line: &str) -> Option<Event> {
     let mut it = line.split_whitespace();
     let (mon, day, hms) = (it.next()?, it.next()?, it.next()?);
     let mut hms = hms.split(':').map(|x| x.parse::<u32>().unwrap_or(0));
-    let t = epoch_ms(
-        2026,
-        month(mon),
-        day.parse().ok()?,
-        hms.next()?,
-        hms.next()?,
-        hms.next()?,
-    );
+    let t = epoch_ms(2026, month(mon), day.parse().ok()?, hms.next()?, hms.next()?, hms.next()?);
     let _host = it.next()?;
     let prog = it.next()?;
     if !prog.starts_with("sshd") {
@@ -679,13 +559,7 @@ fn parse_auth(line: &str) -> Option<Event> {
     }
     let msg = line.split_once(": ").map(|(_, m)| m)?;
     let words: Vec<&str> = msg.split_whitespace().collect();
-    let after = |w: &str| {
-        words
-            .iter()
-            .position(|x| *x == w)
-            .and_then(|i| words.get(i + 1))
-            .copied()
-    };
+    let after = |w: &str| words.iter().position(|x| *x == w).and_then(|i| words.get(i + 1)).copied();
     let (log_type, user, ip) = if msg.starts_with("Failed password for invalid user ") {
         ("ssh_failed-auth", words.get(5).copied(), after("from"))
     } else if msg.starts_with("Failed password for ") {
@@ -694,10 +568,7 @@ fn parse_auth(line: &str) -> Option<Event> {
         ("ssh_failed-auth", words.get(2).copied(), after("from"))
     } else if msg.starts_with("Accepted ") {
         ("ssh_success", words.get(3).copied(), after("from"))
-    } else if msg.contains("[preauth]")
-        && msg.starts_with("Connection closed by ")
-        && words.len() == 7
-    {
+    } else if msg.contains("[preauth]") && msg.starts_with("Connection closed by ") && words.len() == 7 {
         ("ssh_preauth", None, words.get(3).copied())
     } else if msg.starts_with("Unable to negotiate with ") {
         ("ssh_bad_keyexchange", None, words.get(3).copied())
@@ -715,16 +586,8 @@ fn parse_access(line: &str) -> Option<Event> {
     let ts = line.split_once('[')?.1.split_once(']')?.0;
     let (date, rest) = ts.split_once(':')?;
     let mut d = date.split('/');
-    let (day, mon, year) = (
-        d.next()?.parse().ok()?,
-        month(d.next()?),
-        d.next()?.parse().ok()?,
-    );
-    let mut hms = rest
-        .split(' ')
-        .next()?
-        .split(':')
-        .map(|x| x.parse::<u32>().unwrap_or(0));
+    let (day, mon, year) = (d.next()?.parse().ok()?, month(d.next()?), d.next()?.parse().ok()?);
+    let mut hms = rest.split(' ').next()?.split(':').map(|x| x.parse::<u32>().unwrap_or(0));
     let t = epoch_ms(year, mon, day, hms.next()?, hms.next()?, hms.next()?);
     let quoted: Vec<&str> = line.split('"').collect();
     let request = quoted.get(1)?;
@@ -732,14 +595,7 @@ fn parse_access(line: &str) -> Option<Event> {
     let ua = quoted.get(5).copied().unwrap_or("");
     let parts: Vec<&str> = request.split(' ').collect();
     if parts.len() == 3 && parts[2].starts_with("HTTP/") {
-        Some(http_full(
-            t,
-            ip,
-            parts[0],
-            parts[1],
-            status.parse().ok()?,
-            ua,
-        ))
+        Some(http_full(t, ip, parts[0], parts[1], status.parse().ok()?, ua))
     } else {
         Some(ev(
             t,
@@ -767,16 +623,10 @@ fn workload() {
     };
     let dir = std::path::Path::new(&dir);
     let mut evs = Vec::new();
-    for line in std::fs::read_to_string(dir.join("auth.log"))
-        .expect("auth.log")
-        .lines()
-    {
+    for line in std::fs::read_to_string(dir.join("auth.log")).expect("auth.log").lines() {
         evs.extend(parse_auth(line));
     }
-    for line in std::fs::read_to_string(dir.join("access.log"))
-        .expect("access.log")
-        .lines()
-    {
+    for line in std::fs::read_to_string(dir.join("access.log")).expect("access.log").lines() {
         evs.extend(parse_access(line));
     }
     evs.sort_by_key(|e| e.time);
@@ -789,14 +639,10 @@ fn workload() {
     let secs = start.elapsed().as_secs_f64();
     b.advance(Timestamp(i64::MAX / 2), &mut out);
     let truth: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).expect("truth"))
-            .expect("json");
+        serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).expect("truth")).expect("json");
     let mut flagged: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for o in &out {
-        flagged
-            .entry(o.value.clone())
-            .or_default()
-            .insert(o.scenario.to_string());
+        flagged.entry(o.value.clone()).or_default().insert(o.scenario.to_string());
     }
     let attackers = truth["attackers"].as_object().expect("attackers");
     let roles = truth["benign_roles"].as_object().expect("roles");
@@ -827,4 +673,28 @@ fn workload() {
     println!("attackers found {tp}, missed {fneg}; benign flagged {fp}");
     assert_eq!(fp, 0);
     assert_eq!(fneg, 0);
+}
+
+/// Prints digests of the measurement workload under a small live-bucket cap (eviction
+/// order) and with out-of-order times (late events): compare before and after a change.
+#[test]
+#[ignore = "behaviour fingerprint; run with --release --ignored --nocapture"]
+fn digest_under_pressure() {
+    let scenarios = Arc::new(Scenarios::load(&hub_files()).expect("shipped scenarios load"));
+    let mut evs = realistic_events(200_000, 3_000);
+    // Every 7th event 40 s late.
+    for (i, e) in evs.iter_mut().enumerate() {
+        if i % 7 == 0 {
+            e.time = Timestamp(e.time.0 - 40_000);
+        }
+    }
+    for cap in [2_000, 1_000_000] {
+        let mut b = Buckets::with_max_buckets(scenarios.clone(), cap);
+        let mut out = Vec::new();
+        for e in &evs {
+            b.pour(e, &mut out);
+        }
+        b.advance(Timestamp(2_000_000_000), &mut out);
+        println!("cap {cap}: {} overflows, digest {:016x}", out.len(), digest(&out, b.stats()));
+    }
 }
