@@ -96,6 +96,47 @@ impl FieldMap {
     }
 }
 
+/// A field the native evaluator reads, with its slot in the per-event [`FieldCache`].
+#[derive(Debug)]
+pub(crate) struct FieldRef {
+    map: FieldMap,
+    name: Box<str>,
+    slot: usize,
+}
+
+/// Slots of the [`FieldCache`]; fields beyond them are looked up every time (correct,
+/// only slower). The shipped scenarios read about a dozen distinct fields.
+const FIELD_CACHE_SLOTS: usize = 32;
+
+/// The field values of one event, each looked up at most once.
+///
+/// [`Fields`](crate::event::Fields) is a small vector searched by name, which is the
+/// right shape for the parsers but means a linear scan with string compares per read;
+/// the candidate scenarios of an event read the same few fields over and over
+/// (`evt.meta.service` and `evt.meta.http_path` in every HTTP filter), so every field
+/// any expression reads gets a slot at load time and is searched once per event.
+pub(crate) struct FieldCache<'e> {
+    ev: &'e Event,
+    /// `None`: not looked up yet; a missing field is cached as `""`.
+    vals: [Option<&'e str>; FIELD_CACHE_SLOTS],
+}
+
+impl<'e> FieldCache<'e> {
+    /// An empty cache over `ev`.
+    pub(crate) fn new(ev: &'e Event) -> Self {
+        FieldCache { ev, vals: [None; FIELD_CACHE_SLOTS] }
+    }
+
+    /// The value of a field, `""` when it is not set.
+    pub(crate) fn get(&mut self, f: &FieldRef) -> &'e str {
+        match self.vals.get_mut(f.slot) {
+            Some(Some(v)) => v,
+            Some(slot) => slot.insert(f.map.get(self.ev, &f.name)),
+            None => f.map.get(self.ev, &f.name),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cmp {
     Eq,
@@ -117,8 +158,8 @@ enum StrFn {
 #[derive(Debug)]
 enum Node {
     Lit(Val<'static>),
-    Field(FieldMap, Box<str>),
-    Has(FieldMap, Box<str>),
+    Field(FieldRef),
+    Has(FieldRef),
     Time,
     LogType,
     Not(Box<Node>),
@@ -150,46 +191,72 @@ fn s_arg<'a>(r: Res<'a>) -> Result<Cow<'a, str>, EvalError> {
 }
 
 impl Node {
-    fn eval<'e>(&'e self, ev: &'e Event) -> Res<'e> {
+    /// Whether the node always yields a string built only from fields, string literals
+    /// and `+`: such a `groupby` is written straight into a reused buffer.
+    fn is_str_concat(&self) -> bool {
+        match self {
+            Node::Lit(Val::Str(_)) | Node::Field(_) | Node::LogType => true,
+            Node::Add(a, b) => a.is_str_concat() && b.is_str_concat(),
+            _ => false,
+        }
+    }
+
+    /// Appends the value of a node for which [`Node::is_str_concat`] holds.
+    fn append_str(&self, fc: &mut FieldCache<'_>, buf: &mut String) {
+        match self {
+            Node::Lit(Val::Str(s)) => buf.push_str(s),
+            Node::Field(f) => buf.push_str(fc.get(f)),
+            Node::LogType => buf.push_str(&fc.ev.line.log_type),
+            Node::Add(a, b) => {
+                a.append_str(fc, buf);
+                b.append_str(fc, buf);
+            }
+            // Not reached: `is_str_concat` admits only the nodes above.
+            _ => {}
+        }
+    }
+
+    fn eval<'e>(&'e self, fc: &mut FieldCache<'e>) -> Res<'e> {
+        let ev = fc.ev;
         Ok(match self {
             Node::Lit(v) => match v {
                 Val::Str(s) => Val::Str(Cow::Borrowed(s.as_ref())),
                 Val::Int(i) => Val::Int(*i),
                 Val::Bool(b) => Val::Bool(*b),
             },
-            Node::Field(m, name) => Val::Str(Cow::Borrowed(m.get(ev, name))),
-            Node::Has(m, name) => Val::Bool(!m.get(ev, name).is_empty()),
+            Node::Field(f) => Val::Str(Cow::Borrowed(fc.get(f))),
+            Node::Has(f) => Val::Bool(!fc.get(f).is_empty()),
             Node::Time => Val::Int(ev.time.as_millis()),
             Node::LogType => Val::Str(Cow::Borrowed(&ev.line.log_type)),
-            Node::Not(a) => Val::Bool(!a.eval(ev)?.truthy()),
-            Node::Neg(a) => match a.eval(ev)? {
+            Node::Not(a) => Val::Bool(!a.eval(fc)?.truthy()),
+            Node::Neg(a) => match a.eval(fc)? {
                 Val::Int(i) => Val::Int(i.wrapping_neg()),
                 _ => return Err(EvalError),
             },
             Node::And(a, b) => {
-                if !a.eval(ev)?.truthy() {
+                if !a.eval(fc)?.truthy() {
                     Val::Bool(false)
                 } else {
-                    Val::Bool(b.eval(ev)?.truthy())
+                    Val::Bool(b.eval(fc)?.truthy())
                 }
             }
             Node::Or(a, b) => {
-                let l = a.eval(ev)?;
+                let l = a.eval(fc)?;
                 if l.truthy() {
                     l
                 } else {
-                    b.eval(ev)?
+                    b.eval(fc)?
                 }
             }
             Node::Cond(c, a, b) => {
-                if c.eval(ev)?.truthy() {
-                    a.eval(ev)?
+                if c.eval(fc)?.truthy() {
+                    a.eval(fc)?
                 } else {
-                    b.eval(ev)?
+                    b.eval(fc)?
                 }
             }
             Node::Cmp(cmp, a, b) => {
-                let (l, r) = (a.eval(ev)?, b.eval(ev)?);
+                let (l, r) = (a.eval(fc)?, b.eval(fc)?);
                 Val::Bool(match cmp {
                     Cmp::Eq => l == r,
                     Cmp::Ne => l != r,
@@ -209,25 +276,25 @@ impl Node {
                     }
                 })
             }
-            Node::InStrSet(a, set) => match a.eval(ev)? {
+            Node::InStrSet(a, set) => match a.eval(fc)? {
                 Val::Str(s) => Val::Bool(set.contains(s.as_ref())),
                 _ => Val::Bool(false),
             },
             Node::InList(a, list) => {
-                let v = a.eval(ev)?;
+                let v = a.eval(fc)?;
                 // `contains` would need `v: Val<'static>`.
                 #[allow(clippy::manual_contains)]
                 let found = list.iter().any(|x| *x == v);
                 Val::Bool(found)
             }
-            Node::InExpr(a, b) => match (a.eval(ev)?, b.eval(ev)?) {
+            Node::InExpr(a, b) => match (a.eval(fc)?, b.eval(fc)?) {
                 (Val::Str(l), Val::Str(r)) => Val::Bool(r.contains(l.as_ref())),
                 _ => return Err(EvalError),
             },
             Node::Str(f, a, b) => {
-                let t = a.eval(ev)?;
+                let t = a.eval(fc)?;
                 match f {
-                    StrFn::Contains => match (t, b.eval(ev)?) {
+                    StrFn::Contains => match (t, b.eval(fc)?) {
                         (Val::Str(t), Val::Str(x)) => Val::Bool(t.contains(x.as_ref())),
                         _ => Val::Bool(false),
                     },
@@ -235,7 +302,7 @@ impl Node {
                         let Val::Str(t) = t else {
                             return Err(EvalError);
                         };
-                        let x = s_arg(b.eval(ev))?;
+                        let x = s_arg(b.eval(fc))?;
                         Val::Bool(if *f == StrFn::StartsWith {
                             t.starts_with(x.as_ref())
                         } else {
@@ -244,12 +311,12 @@ impl Node {
                     }
                 }
             }
-            Node::Matches(a, re) => Val::Bool(re.is_match(&s_arg(a.eval(ev))?)),
-            Node::Size(a) => match a.eval(ev)? {
+            Node::Matches(a, re) => Val::Bool(re.is_match(&s_arg(a.eval(fc))?)),
+            Node::Size(a) => match a.eval(fc)? {
                 Val::Str(s) => Val::Int(i64::try_from(s.len()).map_err(|_| EvalError)?),
                 _ => return Err(EvalError),
             },
-            Node::Add(a, b) => match (a.eval(ev)?, b.eval(ev)?) {
+            Node::Add(a, b) => match (a.eval(fc)?, b.eval(fc)?) {
                 (Val::Str(x), Val::Str(y)) => {
                     let mut s = String::with_capacity(x.len() + y.len());
                     s.push_str(&x);
@@ -259,12 +326,12 @@ impl Node {
                 (Val::Int(x), Val::Int(y)) => Val::Int(x.checked_add(y).ok_or(EvalError)?),
                 _ => return Err(EvalError),
             },
-            Node::Data(a, m) => Val::Bool(m.is_match(&s_arg(a.eval(ev))?)),
-            Node::UrlDecode(a) => match s_arg(a.eval(ev))? {
+            Node::Data(a, m) => Val::Bool(m.is_match(&s_arg(a.eval(fc))?)),
+            Node::UrlDecode(a) => match s_arg(a.eval(fc))? {
                 Cow::Borrowed(s) => Val::Str(url_decode(s)),
                 Cow::Owned(s) => Val::Str(Cow::Owned(url_decode(&s).into_owned())),
             },
-            Node::Lower(a) => Val::Str(Cow::Owned(s_arg(a.eval(ev))?.to_lowercase())),
+            Node::Lower(a) => Val::Str(Cow::Owned(s_arg(a.eval(fc))?.to_lowercase())),
         })
     }
 }
@@ -285,6 +352,8 @@ pub(crate) struct Expr {
     /// The text as written, for errors and listings.
     pub(crate) source: String,
     kind: Kind,
+    /// Native and [`Node::is_str_concat`]: [`Expr::eval_key`] needs no allocation.
+    concat: bool,
 }
 
 #[derive(Debug)]
@@ -297,22 +366,14 @@ enum Kind {
 
 impl Expr {
     /// Parses, checks and lowers `source`. Errors are messages for the caller to place.
-    pub(crate) fn compile(
-        source: &str,
-        data: &mut DataLists,
-        refs: &mut FieldRefs,
-    ) -> Result<Expr, LoadErr> {
-        let parsed =
-            catch_unwind(|| cel_parser::Parser::default().parse(source)).map_err(|_| {
-                LoadErr::Message(format!(
-                    "invalid CEL `{source}`: incomplete or malformed expression"
-                ))
-            })?;
-        let mut ast =
-            parsed.map_err(|e| LoadErr::Message(format!("invalid CEL `{source}`: {e}")))?;
+    pub(crate) fn compile(source: &str, data: &mut DataLists, refs: &mut FieldRefs) -> Result<Expr, LoadErr> {
+        let parsed = catch_unwind(|| cel_parser::Parser::default().parse(source)).map_err(|_| {
+            LoadErr::Message(format!("invalid CEL `{source}`: incomplete or malformed expression"))
+        })?;
+        let mut ast = parsed.map_err(|e| LoadErr::Message(format!("invalid CEL `{source}`: {e}")))?;
         let mut scope = Vec::new();
         check(&ast, &mut scope, data, refs)?;
-        let kind = match lower(&ast, data)? {
+        let kind = match lower(&ast, data, refs)? {
             Some(node) => Kind::Native(node),
             None => {
                 rewrite_has(&mut ast);
@@ -320,10 +381,8 @@ impl Expr {
                 Kind::Cel(ast)
             }
         };
-        Ok(Expr {
-            source: source.to_owned(),
-            kind,
-        })
+        let concat = matches!(&kind, Kind::Native(n) if n.is_str_concat());
+        Ok(Expr { source: source.to_owned(), kind, concat })
     }
 
     /// Whether this expression needs the CEL context.
@@ -332,25 +391,42 @@ impl Expr {
     }
 
     /// Evaluates against `ev`; `cel` builds (once per event) the CEL context when needed.
+    #[cfg(test)]
     pub(crate) fn eval<'e>(&'e self, ev: &'e Event, cel: &mut CelScope<'_, '_>) -> Res<'e> {
+        self.eval_in(&mut FieldCache::new(ev), cel)
+    }
+
+    /// Evaluates against the event of `fc`, reading fields through it.
+    pub(crate) fn eval_in<'e>(&'e self, fc: &mut FieldCache<'e>, cel: &mut CelScope<'_, '_>) -> Res<'e> {
         match &self.kind {
-            Kind::Native(n) => n.eval(ev),
-            Kind::Cel(ast) => from_cel(cel.eval(ev, ast)),
+            Kind::Native(n) => n.eval(fc),
+            Kind::Cel(ast) => from_cel(cel.eval(fc.ev, ast)),
         }
+    }
+
+    /// Evaluates as a bucket key ([`Val::as_key`]) into `buf`, which is cleared first.
+    /// A concatenation of fields (`evt.meta.source_ip + '/' + evt.meta.target_fqdn`) is
+    /// written straight into `buf`, so a reused buffer makes the key without allocating.
+    pub(crate) fn eval_key<'e>(
+        &'e self,
+        fc: &mut FieldCache<'e>,
+        cel: &mut CelScope<'_, '_>,
+        buf: &mut String,
+    ) -> Result<(), EvalError> {
+        buf.clear();
+        match &self.kind {
+            Kind::Native(n) if self.concat => n.append_str(fc, buf),
+            _ => buf.push_str(&self.eval_in(fc, cel)?.as_key()),
+        }
+        Ok(())
     }
 
     /// Evaluates with `cel-interpreter` only (tests compare it with the native result).
     #[cfg(test)]
-    pub(crate) fn eval_cel_only<'e>(
-        &'e self,
-        ev: &'e Event,
-        cel: &mut CelScope<'_, '_>,
-    ) -> Res<'e> {
+    pub(crate) fn eval_cel_only<'e>(&'e self, ev: &'e Event, cel: &mut CelScope<'_, '_>) -> Res<'e> {
         match &self.kind {
             Kind::Native(_) => {
-                let mut ast = cel_parser::Parser::default()
-                    .parse(&self.source)
-                    .map_err(|_| EvalError)?;
+                let mut ast = cel_parser::Parser::default().parse(&self.source).map_err(|_| EvalError)?;
                 rewrite_has(&mut ast);
                 from_cel(cel.eval(ev, &ast))
             }
@@ -393,6 +469,22 @@ fn from_cel<'e>(r: Result<Value, ExecutionError>) -> Res<'e> {
 pub(crate) struct FieldRefs {
     pub(crate) names: BTreeSet<(FieldMap, String)>,
     pub(crate) any_cel: bool,
+    /// Fields read by native expressions, by [`FieldCache`] slot.
+    slots: Vec<(FieldMap, String)>,
+}
+
+impl FieldRefs {
+    /// A native read of a field, with its [`FieldCache`] slot (assigned on first use).
+    pub(crate) fn field(&mut self, map: FieldMap, name: &str) -> FieldRef {
+        let slot = match self.slots.iter().position(|(m, n)| *m == map && n == name) {
+            Some(p) => p,
+            None => {
+                self.slots.push((map, name.to_owned()));
+                self.slots.len() - 1
+            }
+        };
+        FieldRef { map, name: name.into(), slot }
+    }
 }
 
 fn ident(e: &IdedExpr) -> Option<&str> {
@@ -405,15 +497,13 @@ fn ident(e: &IdedExpr) -> Option<&str> {
 /// `evt.meta` / `evt.parsed` -> the map.
 fn field_map(e: &IdedExpr) -> Option<FieldMap> {
     match &e.expr {
-        Ast::Select(SelectExpr {
-            operand,
-            field,
-            test: false,
-        }) if ident(operand) == Some("evt") => match field.as_str() {
-            "meta" => Some(FieldMap::Meta),
-            "parsed" => Some(FieldMap::Parsed),
-            _ => None,
-        },
+        Ast::Select(SelectExpr { operand, field, test: false }) if ident(operand) == Some("evt") => {
+            match field.as_str() {
+                "meta" => Some(FieldMap::Meta),
+                "parsed" => Some(FieldMap::Parsed),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -421,19 +511,15 @@ fn field_map(e: &IdedExpr) -> Option<FieldMap> {
 /// `evt.meta.x` / `evt.meta["x"]` -> (map, "x").
 fn field_ref(e: &IdedExpr) -> Option<(FieldMap, &str)> {
     match &e.expr {
-        Ast::Select(SelectExpr {
-            operand,
-            field,
-            test: false,
-        }) => Some((field_map(operand)?, field)),
-        Ast::Call(CallExpr {
-            func_name,
-            target: None,
-            args,
-        }) if func_name == op::INDEX && args.len() == 2 => match &args[1].expr {
-            Ast::Literal(Lit::String(k)) => Some((field_map(&args[0])?, k)),
-            _ => None,
-        },
+        Ast::Select(SelectExpr { operand, field, test: false }) => Some((field_map(operand)?, field)),
+        Ast::Call(CallExpr { func_name, target: None, args })
+            if func_name == op::INDEX && args.len() == 2 =>
+        {
+            match &args[1].expr {
+                Ast::Literal(Lit::String(k)) => Some((field_map(&args[0])?, k)),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -459,16 +545,10 @@ fn check(
     match &e.expr {
         Ast::Ident(n) => {
             if n != "evt" && !scope.iter().any(|s| s == n) {
-                return Err(
-                    format!("unknown variable `{n}`: expressions see the event as `evt`").into(),
-                );
+                return Err(format!("unknown variable `{n}`: expressions see the event as `evt`").into());
             }
         }
-        Ast::Select(SelectExpr {
-            operand,
-            field,
-            test,
-        }) => {
+        Ast::Select(SelectExpr { operand, field, test }) => {
             if ident(operand) == Some("evt") {
                 if !matches!(field.as_str(), "meta" | "parsed" | "time" | "log_type") {
                     let hint = match field.to_ascii_lowercase().as_str() {
@@ -496,7 +576,11 @@ fn check(
                     _ => None,
                 };
                 let Some(name) = name else {
-                    return Err(format!("{}(value, \"file.txt\") takes a value and a data file name as a string literal", c.func_name).into());
+                    return Err(format!(
+                        "{}(value, \"file.txt\") takes a value and a data file name as a string literal",
+                        c.func_name
+                    )
+                    .into());
                 };
                 data.matcher(name, kind)?;
             }
@@ -553,26 +637,14 @@ fn check(
 /// Rewrites `has(evt.meta.x)` into `evt.meta.x != ""` (the CEL context sets every
 /// referenced field, so a plain `has` would always be true there).
 fn rewrite_has(e: &mut IdedExpr) {
-    if let Ast::Select(SelectExpr {
-        operand,
-        field,
-        test: true,
-    }) = &e.expr
-    {
+    if let Ast::Select(SelectExpr { operand, field, test: true }) = &e.expr {
         if field_map(operand).is_some() {
             let id = e.id;
             let sel = IdedExpr {
                 id,
-                expr: Ast::Select(SelectExpr {
-                    operand: operand.clone(),
-                    field: field.clone(),
-                    test: false,
-                }),
+                expr: Ast::Select(SelectExpr { operand: operand.clone(), field: field.clone(), test: false }),
             };
-            let empty = IdedExpr {
-                id,
-                expr: Ast::Literal(Lit::String(String::new())),
-            };
+            let empty = IdedExpr { id, expr: Ast::Literal(Lit::String(String::new())) };
             e.expr = Ast::Call(CallExpr {
                 func_name: op::NOT_EQUALS.to_owned(),
                 target: None,
@@ -591,13 +663,8 @@ fn rewrite_has(e: &mut IdedExpr) {
         }
         Ast::List(l) => l.elements.iter_mut().for_each(rewrite_has),
         Ast::Comprehension(c) => {
-            for x in [
-                &mut c.iter_range,
-                &mut c.accu_init,
-                &mut c.loop_cond,
-                &mut c.loop_step,
-                &mut c.result,
-            ] {
+            for x in [&mut c.iter_range, &mut c.accu_init, &mut c.loop_cond, &mut c.loop_step, &mut c.result]
+            {
                 rewrite_has(x);
             }
         }
@@ -623,24 +690,20 @@ fn lit_val(l: &Lit) -> Option<Val<'static>> {
 }
 
 /// Lowers to a native tree; `None` when any part is outside the subset.
-fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
+fn lower(e: &IdedExpr, data: &mut DataLists, refs: &mut FieldRefs) -> Result<Option<Node>, LoadErr> {
     let b = |n: Node| Box::new(n);
     if let Some((m, name)) = field_ref(e) {
-        return Ok(Some(Node::Field(m, name.into())));
+        return Ok(Some(Node::Field(refs.field(m, name))));
     }
     Ok(Some(match &e.expr {
         Ast::Literal(l) => match lit_val(l) {
             Some(v) => Node::Lit(v),
             None => return Ok(None),
         },
-        Ast::Select(SelectExpr {
-            operand,
-            field,
-            test,
-        }) => {
+        Ast::Select(SelectExpr { operand, field, test }) => {
             if *test {
                 match field_map(operand) {
-                    Some(m) => Node::Has(m, field.as_str().into()),
+                    Some(m) => Node::Has(refs.field(m, field)),
                     None => return Ok(None),
                 }
             } else if ident(operand) == Some("evt") && field == "time" {
@@ -653,22 +716,25 @@ fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
         }
         Ast::Call(c) => {
             let args = &c.args;
-            let sub = |i: usize, data: &mut DataLists| -> Result<Option<Box<Node>>, LoadErr> {
+            let sub = |i: usize,
+                       data: &mut DataLists,
+                       refs: &mut FieldRefs|
+             -> Result<Option<Box<Node>>, LoadErr> {
                 Ok(match args.get(i) {
-                    Some(a) => lower(a, data)?.map(Box::new),
+                    Some(a) => lower(a, data, refs)?.map(Box::new),
                     None => None,
                 })
             };
             macro_rules! l {
                 ($i:expr) => {
-                    match sub($i, data)? {
+                    match sub($i, data, refs)? {
                         Some(n) => n,
                         None => return Ok(None),
                     }
                 };
             }
             let target = match &c.target {
-                Some(t) => match lower(t, data)? {
+                Some(t) => match lower(t, data, refs)? {
                     Some(n) => Some(b(n)),
                     None => return Ok(None),
                 },
@@ -713,10 +779,9 @@ fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
                 ("endsWith", Some(t), 1) => Node::Str(StrFn::EndsWith, t, l!(0)),
                 ("contains", Some(t), 1) => Node::Str(StrFn::Contains, t, l!(0)),
                 ("matches", Some(t), 1) => match str_lit(&args[0]) {
-                    Some(re) => Node::Matches(
-                        t,
-                        Regex::new(re).map_err(|e| format!("invalid regex `{re}`: {e}"))?,
-                    ),
+                    Some(re) => {
+                        Node::Matches(t, Regex::new(re).map_err(|e| format!("invalid regex `{re}`: {e}"))?)
+                    }
                     None => return Ok(None),
                 },
                 ("size", Some(t), 0) => Node::Size(t),
@@ -724,9 +789,7 @@ fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
                 ("url_decode", None, 1) => Node::UrlDecode(l!(0)),
                 ("lower", None, 1) => Node::Lower(l!(0)),
                 (f, None, 2) if MatchKindFn::from_function(f).is_some() => {
-                    let (Some(kind), Some(file)) =
-                        (MatchKindFn::from_function(f), str_lit(&args[1]))
-                    else {
+                    let (Some(kind), Some(file)) = (MatchKindFn::from_function(f), str_lit(&args[1])) else {
                         return Ok(None);
                     };
                     Node::Data(l!(0), data.matcher(file, kind)?)
@@ -740,11 +803,9 @@ fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
 
 fn conjuncts<'a>(e: &'a IdedExpr, out: &mut Vec<&'a IdedExpr>) {
     match &e.expr {
-        Ast::Call(CallExpr {
-            func_name,
-            target: None,
-            args,
-        }) if func_name == op::LOGICAL_AND && args.len() == 2 => {
+        Ast::Call(CallExpr { func_name, target: None, args })
+            if func_name == op::LOGICAL_AND && args.len() == 2 =>
+        {
             conjuncts(&args[0], out);
             conjuncts(&args[1], out);
         }
@@ -753,22 +814,14 @@ fn conjuncts<'a>(e: &'a IdedExpr, out: &mut Vec<&'a IdedExpr>) {
 }
 
 fn route_of(e: &IdedExpr) -> Option<Route> {
-    let Ast::Call(CallExpr {
-        func_name,
-        target: None,
-        args,
-    }) = &e.expr
-    else {
+    let Ast::Call(CallExpr { func_name, target: None, args }) = &e.expr else {
         return None;
     };
     if args.len() != 2 {
         return None;
     }
-    let mk = |(map, field): (FieldMap, &str), values: Vec<String>| Route {
-        map,
-        field: field.to_owned(),
-        values,
-    };
+    let mk =
+        |(map, field): (FieldMap, &str), values: Vec<String>| Route { map, field: field.to_owned(), values };
     match func_name.as_str() {
         op::EQUALS => {
             if let (Some(f), Some(v)) = (field_ref(&args[0]), str_lit(&args[1])) {
@@ -784,11 +837,8 @@ fn route_of(e: &IdedExpr) -> Option<Route> {
             let Ast::List(list) = &args[1].expr else {
                 return None;
             };
-            let values: Option<Vec<String>> = list
-                .elements
-                .iter()
-                .map(|x| str_lit(x).map(str::to_owned))
-                .collect();
+            let values: Option<Vec<String>> =
+                list.elements.iter().map(|x| str_lit(x).map(str::to_owned)).collect();
             Some(mk(f, values?))
         }
         _ => None,
@@ -796,28 +846,18 @@ fn route_of(e: &IdedExpr) -> Option<Route> {
 }
 
 /// The root CEL context (built-in functions plus ours), shared by every event.
-pub(crate) fn root_context(
-    matchers: Arc<HashMap<(String, MatchKindFn), Arc<Matcher>>>,
-) -> Context<'static> {
+pub(crate) fn root_context(matchers: Arc<HashMap<(String, MatchKindFn), Arc<Matcher>>>) -> Context<'static> {
     let mut ctx = Context::default();
     for (fname, kind) in MatchKindFn::ALL {
         let matchers = matchers.clone();
-        ctx.add_function(
-            fname,
-            move |v: Arc<String>, file: Arc<String>| -> Result<Value, ExecutionError> {
-                match matchers.get(&(file.as_str().to_owned(), kind)) {
-                    Some(m) => Ok(Value::Bool(m.is_match(&v))),
-                    None => Err(ExecutionError::function_error(
-                        fname,
-                        format!("unknown data file {file}"),
-                    )),
-                }
-            },
-        );
+        ctx.add_function(fname, move |v: Arc<String>, file: Arc<String>| -> Result<Value, ExecutionError> {
+            match matchers.get(&(file.as_str().to_owned(), kind)) {
+                Some(m) => Ok(Value::Bool(m.is_match(&v))),
+                None => Err(ExecutionError::function_error(fname, format!("unknown data file {file}"))),
+            }
+        });
     }
-    ctx.add_function("url_decode", |v: Arc<String>| -> String {
-        url_decode(&v).into_owned()
-    });
+    ctx.add_function("url_decode", |v: Arc<String>| -> String { url_decode(&v).into_owned() });
     ctx.add_function("lower", |v: Arc<String>| -> String { v.to_lowercase() });
     ctx
 }
@@ -832,11 +872,7 @@ pub(crate) struct CelScope<'r, 'f> {
 
 impl<'r, 'f> CelScope<'r, 'f> {
     pub(crate) fn new(root: &'r Context<'static>, refs: &'f FieldRefs) -> Self {
-        CelScope {
-            root,
-            refs,
-            evt: None,
-        }
+        CelScope { root, refs, evt: None }
     }
 
     fn evt_value(&mut self, ev: &Event) -> Value {
@@ -874,11 +910,7 @@ impl<'r, 'f> CelScope<'r, 'f> {
         ctx.add_variable_from_value("evt", evt);
         // cel-interpreter has `todo!()`/`panic!` paths (e.g. a comprehension over a
         // string); a hostile log line must never take the node down.
-        catch_unwind(AssertUnwindSafe(|| Value::resolve(ast, &ctx))).unwrap_or_else(|_| {
-            Err(ExecutionError::function_error(
-                "cel",
-                "interpreter panicked",
-            ))
-        })
+        catch_unwind(AssertUnwindSafe(|| Value::resolve(ast, &ctx)))
+            .unwrap_or_else(|_| Err(ExecutionError::function_error("cel", "interpreter panicked")))
     }
 }

@@ -102,7 +102,12 @@ pub(crate) struct Scenario {
     pub(crate) blackhole_ms: Option<i64>,
     pub(crate) filter: Expr,
     pub(crate) groupby: Expr,
+    /// Scenarios whose `groupby` is the same text share this id, so that the key is
+    /// evaluated and hashed once per event (set by `Scenarios::load`).
+    pub(crate) groupby_id: usize,
     pub(crate) distinct: Option<Expr>,
+    /// Likewise for `distinct`.
+    pub(crate) distinct_id: usize,
     pub(crate) distinct_limit: usize,
     pub(crate) scope: ScopeKind,
     pub(crate) remediation: Option<Remediation>,
@@ -180,24 +185,14 @@ fn split_docs(text: &str) -> Vec<Doc<'_>> {
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let trimmed = line.trim_end();
         if trimmed == "---" || trimmed.starts_with("--- ") || trimmed == "..." {
-            docs.push(Doc {
-                text: &text[start..pos],
-                first_line: start_line,
-            });
+            docs.push(Doc { text: &text[start..pos], first_line: start_line });
             start = pos + line.len();
             start_line = i + 2;
         }
         pos += line.len();
     }
-    docs.push(Doc {
-        text: &text[start..],
-        first_line: start_line,
-    });
-    docs.retain(|d| {
-        d.text
-            .lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-    });
+    docs.push(Doc { text: &text[start..], first_line: start_line });
+    docs.retain(|d| d.text.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')));
     docs
 }
 
@@ -218,11 +213,9 @@ fn label_string(v: &serde_yaml::Value) -> Option<String> {
         serde_yaml::Value::String(s) => s.clone(),
         serde_yaml::Value::Bool(b) => b.to_string(),
         serde_yaml::Value::Number(n) => n.to_string(),
-        serde_yaml::Value::Sequence(items) => items
-            .iter()
-            .map(label_string)
-            .collect::<Option<Vec<_>>>()?
-            .join(","),
+        serde_yaml::Value::Sequence(items) => {
+            items.iter().map(label_string).collect::<Option<Vec<_>>>()?.join(",")
+        }
         _ => return None,
     })
 }
@@ -241,10 +234,7 @@ pub(crate) fn parse_file(
     let mut out = Vec::new();
     for doc in split_docs(text) {
         let spec: Spec = serde_yaml::from_str(doc.text).map_err(|e| {
-            let line = e
-                .location()
-                .map(|l| doc.first_line + l.line() - 1)
-                .unwrap_or(doc.first_line);
+            let line = e.location().map(|l| doc.first_line + l.line() - 1).unwrap_or(doc.first_line);
             HubError::new(path, Some(line), format!("invalid scenario: {e}"))
         })?;
         out.push(compile(path, &doc, spec, data, refs)?);
@@ -261,13 +251,8 @@ fn compile(
 ) -> Result<Scenario, HubError> {
     let err = |key: &str, msg: String| HubError::new(path, Some(key_line(doc, key)), msg);
     let required = |key: &str, v: Option<String>| -> Result<String, HubError> {
-        v.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-            HubError::new(
-                path,
-                Some(doc.first_line),
-                format!("missing required key `{key}`"),
-            )
-        })
+        v.filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| HubError::new(path, Some(doc.first_line), format!("missing required key `{key}`")))
     };
     let name = required("name", spec.name)?;
     let description = required("description", spec.description)?;
@@ -298,17 +283,15 @@ fn compile(
     let blackhole = duration_of("blackhole", &spec.blackhole)?;
     let (capacity, leak_ms, lifetime_ms) = match kind {
         BucketType::Leaky => {
-            let cap = spec
-                .capacity
-                .ok_or_else(|| err("type", "a leaky bucket needs `capacity` (> 0)".into()))?;
+            let cap =
+                spec.capacity.ok_or_else(|| err("type", "a leaky bucket needs `capacity` (> 0)".into()))?;
             if !(1..=MAX_CAPACITY).contains(&cap) {
                 return Err(err(
                     "capacity",
                     format!("a leaky bucket needs 0 < capacity <= {MAX_CAPACITY}, got {cap}"),
                 ));
             }
-            let leak =
-                leakspeed.ok_or_else(|| err("type", "a leaky bucket needs `leakspeed`".into()))?;
+            let leak = leakspeed.ok_or_else(|| err("type", "a leaky bucket needs `leakspeed`".into()))?;
             if duration.is_some() {
                 return Err(err(
                     "duration",
@@ -320,28 +303,18 @@ fn compile(
         }
         BucketType::Trigger => {
             if let Some(c) = spec.capacity.filter(|c| *c != 0) {
-                return Err(err(
-                    "capacity",
-                    format!("a trigger bucket has capacity 0, got {c}"),
-                ));
+                return Err(err("capacity", format!("a trigger bucket has capacity 0, got {c}")));
             }
             if duration.is_some() || leakspeed.is_some() {
-                return Err(err(
-                    "type",
-                    "a trigger bucket takes neither `leakspeed` nor `duration`".into(),
-                ));
+                return Err(err("type", "a trigger bucket takes neither `leakspeed` nor `duration`".into()));
             }
             (0, 0, 0)
         }
         BucketType::Counter => {
             if let Some(c) = spec.capacity.filter(|c| *c != -1) {
-                return Err(err(
-                    "capacity",
-                    format!("a counter bucket has capacity -1, got {c}"),
-                ));
+                return Err(err("capacity", format!("a counter bucket has capacity -1, got {c}")));
             }
-            let d =
-                duration.ok_or_else(|| err("type", "a counter bucket needs `duration`".into()))?;
+            let d = duration.ok_or_else(|| err("type", "a counter bucket needs `duration`".into()))?;
             (-1, 0, millis(d))
         }
     };
@@ -352,52 +325,38 @@ fn compile(
         })
     };
     let filter = compile_expr("filter", &filter_src, data, refs)?;
-    let groupby = compile_expr(
-        "groupby",
-        spec.groupby.as_deref().unwrap_or("evt.meta.source_ip"),
-        data,
-        refs,
-    )?;
+    let groupby =
+        compile_expr("groupby", spec.groupby.as_deref().unwrap_or("evt.meta.source_ip"), data, refs)?;
     let distinct = match &spec.distinct {
         Some(src) => Some(compile_expr("distinct", src, data, refs)?),
         None => None,
     };
     let scope = match &spec.scope {
         None => ScopeKind::Ip,
-        Some(s) => {
-            match s.kind.to_ascii_lowercase().as_str() {
-                "ip" => {
-                    if s.v4_prefix.is_some() || s.v6_prefix.is_some() {
-                        return Err(err(
-                            "scope",
-                            "scope Ip takes no prefix; use type: Range".into(),
-                        ));
-                    }
-                    ScopeKind::Ip
+        Some(s) => match s.kind.to_ascii_lowercase().as_str() {
+            "ip" => {
+                if s.v4_prefix.is_some() || s.v6_prefix.is_some() {
+                    return Err(err("scope", "scope Ip takes no prefix; use type: Range".into()));
                 }
-                "range" => {
-                    let (v4, v6) = (s.v4_prefix.unwrap_or(24), s.v6_prefix.unwrap_or(64));
-                    if v4 > 32 || v6 > 128 {
-                        return Err(err("scope", format!("prefix out of range: v4_prefix {v4} (<= 32), v6_prefix {v6} (<= 128)")));
-                    }
-                    ScopeKind::Range { v4, v6 }
-                }
-                other => {
+                ScopeKind::Ip
+            }
+            "range" => {
+                let (v4, v6) = (s.v4_prefix.unwrap_or(24), s.v6_prefix.unwrap_or(64));
+                if v4 > 32 || v6 > 128 {
                     return Err(err(
                         "scope",
-                        format!("unsupported scope `{other}`: expected Ip or Range"),
-                    ))
+                        format!("prefix out of range: v4_prefix {v4} (<= 32), v6_prefix {v6} (<= 128)"),
+                    ));
                 }
+                ScopeKind::Range { v4, v6 }
             }
-        }
+            other => return Err(err("scope", format!("unsupported scope `{other}`: expected Ip or Range"))),
+        },
     };
     let mut labels = BTreeMap::new();
     for (k, v) in &spec.labels {
         let s = label_string(v).ok_or_else(|| {
-            err(
-                "labels",
-                format!("label `{k}` must be a string, number, bool or list of them"),
-            )
+            err("labels", format!("label `{k}` must be a string, number, bool or list of them"))
         })?;
         labels.insert(k.clone(), s);
     }
@@ -405,12 +364,7 @@ fn compile(
         None => 1,
         Some(c) => match c.parse::<u8>() {
             Ok(c) if c <= 3 => c,
-            _ => {
-                return Err(err(
-                    "labels",
-                    format!("label `confidence` must be 0 to 3, got `{c}`"),
-                ))
-            }
+            _ => return Err(err("labels", format!("label `confidence` must be 0 to 3, got `{c}`"))),
         },
     };
     let remediation_label = match labels.get("remediation").map(String::as_str) {
@@ -418,10 +372,7 @@ fn compile(
         Some("true") => Some(true),
         Some("false") => Some(false),
         Some(other) => {
-            return Err(err(
-                "labels",
-                format!("label `remediation` must be true or false, got `{other}`"),
-            ))
+            return Err(err("labels", format!("label `remediation` must be true or false, got `{other}`")))
         }
     };
     let remediation = match (remediation_label, &spec.remediation) {
@@ -432,30 +383,23 @@ fn compile(
                 Some("captcha") => DecisionType::Captcha,
                 Some(other) => DecisionType::Other(other.to_owned()),
             };
-            let duration = match r.as_ref().and_then(|r| r.duration.as_deref()) {
-                None => None,
-                Some(s) => Some(parse_duration(s).map_err(|e| {
-                    err(
-                        "remediation",
-                        format!("invalid remediation duration `{s}`: {e}"),
-                    )
-                })?),
-            };
+            let duration =
+                match r.as_ref().and_then(|r| r.duration.as_deref()) {
+                    None => None,
+                    Some(s) => Some(parse_duration(s).map_err(|e| {
+                        err("remediation", format!("invalid remediation duration `{s}`: {e}"))
+                    })?),
+                };
             Some(Remediation { kind, duration })
         }
     };
-    let native =
-        filter.is_native() && groupby.is_native() && distinct.as_ref().is_none_or(Expr::is_native);
+    let native = filter.is_native() && groupby.is_native() && distinct.as_ref().is_none_or(Expr::is_native);
     let info = ScenarioInfo {
         name: name.clone(),
         description,
         kind,
         capacity,
-        leakspeed: if kind == BucketType::Leaky {
-            leakspeed
-        } else {
-            None
-        },
+        leakspeed: if kind == BucketType::Leaky { leakspeed } else { None },
         duration,
         blackhole,
         labels: labels.clone(),
@@ -473,7 +417,9 @@ fn compile(
         blackhole_ms: blackhole.map(millis),
         filter,
         groupby,
+        groupby_id: 0,
         distinct,
+        distinct_id: 0,
         distinct_limit: spec.cache_size.unwrap_or(DEFAULT_DISTINCT_LIMIT).max(1),
         scope,
         remediation,
