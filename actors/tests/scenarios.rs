@@ -501,7 +501,9 @@ fn throughput() {
     for (pool, what) in
         [(5_000, "5,000 source addresses"), (0, "a new source address for every event (worst case)")]
     {
-        let evs = realistic_events(1_000_000, pool);
+        // THROUGHPUT_EVENTS=100000 for a run under callgrind.
+        let n = std::env::var("THROUGHPUT_EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+        let evs = realistic_events(n, pool);
         let mut b = engine();
         let mut out = Vec::new();
         let (start, cpu0) = (std::time::Instant::now(), thread_cpu_secs());

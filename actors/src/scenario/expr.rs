@@ -169,7 +169,10 @@ enum Node {
     Cond(Box<Node>, Box<Node>, Box<Node>),
     Cmp(Cmp, Box<Node>, Box<Node>),
     /// `x in ["a", "b"]` where every element is a string literal.
-    InStrSet(Box<Node>, HashSet<String>),
+    InStrSet(Box<Node>, HashSet<String, foldhash::fast::RandomState>),
+    /// `evt.meta.x == "v"` (or `!=` when the flag is set): the most common test, with
+    /// no intermediate values.
+    FieldIs(FieldRef, Box<str>, bool),
     /// `x in [literals...]` of mixed types.
     InList(Box<Node>, Vec<Val<'static>>),
     /// `x in y` where `y` is not a list literal (substring test on strings).
@@ -226,6 +229,7 @@ impl Node {
             },
             Node::Field(f) => Val::Str(Cow::Borrowed(fc.get(f))),
             Node::Has(f) => Val::Bool(!fc.get(f).is_empty()),
+            Node::FieldIs(f, v, negate) => Val::Bool((fc.get(f) == &**v) != *negate),
             Node::Time => Val::Int(ev.time.as_millis()),
             Node::LogType => Val::Str(Cow::Borrowed(&ev.line.log_type)),
             Node::Not(a) => Val::Bool(!a.eval(fc)?.truthy()),
@@ -748,8 +752,13 @@ fn lower(e: &IdedExpr, data: &mut DataLists, refs: &mut FieldRefs) -> Result<Opt
                 (op::NEGATE, None, 1) => Node::Neg(l!(0)),
                 (op::CONDITIONAL, None, 3) => Node::Cond(l!(0), l!(1), l!(2)),
                 (op::ADD, None, 2) => Node::Add(l!(0), l!(1)),
-                (op::EQUALS, None, 2) => Node::Cmp(Cmp::Eq, l!(0), l!(1)),
-                (op::NOT_EQUALS, None, 2) => Node::Cmp(Cmp::Ne, l!(0), l!(1)),
+                (op::EQUALS | op::NOT_EQUALS, None, 2) => {
+                    let negate = name == op::NOT_EQUALS;
+                    match (field_ref(&args[0]), str_lit(&args[1])) {
+                        (Some((m, f)), Some(v)) => Node::FieldIs(refs.field(m, f), v.into(), negate),
+                        _ => Node::Cmp(if negate { Cmp::Ne } else { Cmp::Eq }, l!(0), l!(1)),
+                    }
+                }
                 (op::LESS, None, 2) => Node::Cmp(Cmp::Lt, l!(0), l!(1)),
                 (op::LESS_EQUALS, None, 2) => Node::Cmp(Cmp::Le, l!(0), l!(1)),
                 (op::GREATER, None, 2) => Node::Cmp(Cmp::Gt, l!(0), l!(1)),
