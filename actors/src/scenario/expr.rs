@@ -164,7 +164,9 @@ enum Node {
     LogType,
     Not(Box<Node>),
     Neg(Box<Node>),
-    And(Box<Node>, Box<Node>),
+    /// `a && b && ...`, nested `&&` flattened into one list (same result: the first
+    /// falsy operand makes it false, the ones after it are not evaluated).
+    And(Vec<Node>),
     Or(Box<Node>, Box<Node>),
     Cond(Box<Node>, Box<Node>, Box<Node>),
     Cmp(Cmp, Box<Node>, Box<Node>),
@@ -237,12 +239,13 @@ impl Node {
                 Val::Int(i) => Val::Int(i.wrapping_neg()),
                 _ => return Err(EvalError),
             },
-            Node::And(a, b) => {
-                if !a.eval(fc)?.truthy() {
-                    Val::Bool(false)
-                } else {
-                    Val::Bool(b.eval(fc)?.truthy())
+            Node::And(all) => {
+                for n in all {
+                    if !n.eval(fc)?.truthy() {
+                        return Ok(Val::Bool(false));
+                    }
                 }
+                Val::Bool(true)
             }
             Node::Or(a, b) => {
                 let l = a.eval(fc)?;
@@ -746,7 +749,16 @@ fn lower(e: &IdedExpr, data: &mut DataLists, refs: &mut FieldRefs) -> Result<Opt
             };
             let name = c.func_name.as_str();
             match (name, target, args.len()) {
-                (op::LOGICAL_AND, None, 2) => Node::And(l!(0), l!(1)),
+                (op::LOGICAL_AND, None, 2) => {
+                    let mut all = Vec::new();
+                    for n in [*l!(0), *l!(1)] {
+                        match n {
+                            Node::And(inner) => all.extend(inner),
+                            n => all.push(n),
+                        }
+                    }
+                    Node::And(all)
+                }
                 (op::LOGICAL_OR, None, 2) => Node::Or(l!(0), l!(1)),
                 (op::LOGICAL_NOT, None, 1) => Node::Not(l!(0)),
                 (op::NEGATE, None, 1) => Node::Neg(l!(0)),
