@@ -476,14 +476,34 @@ fn thread_cpu_secs() -> f64 {
     ticks / 100.0
 }
 
-/// Prints events/s through `Buckets::pour` with every shipped scenario loaded.
+/// A fingerprint of the overflows (in order) and the counters, so that a faster engine can
+/// be checked to behave exactly like the previous one on the measurement workload.
+fn digest(out: &[Overflow], stats: &[palisade_actors::scenario::ScenarioStats]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same input gives the same digest on every run.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for o in out {
+        (&*o.scenario, &o.value, &o.group_key, o.events_count, o.first_at.0, o.last_at.0).hash(&mut h);
+    }
+    for s in stats {
+        let counters = (s.poured, s.overflowed, s.instantiated, s.underflowed, s.blackholed, s.evicted);
+        (&*s.name, counters, s.distinct_dropped, s.eval_errors).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Prints events/s through `Buckets::pour` with every shipped scenario loaded, then
+/// advances a day (outside the timed part) and prints a digest of the overflows and
+/// counters: an optimisation must leave it unchanged.
 #[test]
 #[ignore = "measurement; run with --release --ignored --nocapture"]
 fn throughput() {
     for (pool, what) in
         [(5_000, "5,000 source addresses"), (0, "a new source address for every event (worst case)")]
     {
-        let evs = realistic_events(1_000_000, pool);
+        // THROUGHPUT_EVENTS=100000 for a run under callgrind.
+        let n = std::env::var("THROUGHPUT_EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+        let evs = realistic_events(n, pool);
         let mut b = engine();
         let mut out = Vec::new();
         let (start, cpu0) = (std::time::Instant::now(), thread_cpu_secs());
@@ -491,15 +511,17 @@ fn throughput() {
             b.pour(e, &mut out);
         }
         let (secs, cpu) = (start.elapsed().as_secs_f64(), thread_cpu_secs() - cpu0);
+        b.advance(Timestamp(evs.len() as i64 * 5 + 86_400_000), &mut out);
         println!(
-            "{what}: {} events through {} scenarios in {:.3} s wall, {:.3} s CPU: {:.0} events/CPU-s, {} overflows, {} live buckets",
+            "{what}: {} events through {} scenarios in {:.3} s wall, {:.3} s CPU: {:.0} events/CPU-s, {} overflows, {} live buckets, digest {:016x}",
             evs.len(),
             b.stats().len(),
             secs,
             cpu,
             evs.len() as f64 / cpu,
             out.len(),
-            b.live_buckets()
+            b.live_buckets(),
+            digest(&out, b.stats())
         );
     }
 }
@@ -653,4 +675,28 @@ fn workload() {
     println!("attackers found {tp}, missed {fneg}; benign flagged {fp}");
     assert_eq!(fp, 0);
     assert_eq!(fneg, 0);
+}
+
+/// Prints digests of the measurement workload under a small live-bucket cap (eviction
+/// order) and with out-of-order times (late events): compare before and after a change.
+#[test]
+#[ignore = "behaviour fingerprint; run with --release --ignored --nocapture"]
+fn digest_under_pressure() {
+    let scenarios = Arc::new(Scenarios::load(&hub_files()).expect("shipped scenarios load"));
+    let mut evs = realistic_events(200_000, 3_000);
+    // Every 7th event 40 s late.
+    for (i, e) in evs.iter_mut().enumerate() {
+        if i % 7 == 0 {
+            e.time = Timestamp(e.time.0 - 40_000);
+        }
+    }
+    for cap in [2_000, 1_000_000] {
+        let mut b = Buckets::with_max_buckets(scenarios.clone(), cap);
+        let mut out = Vec::new();
+        for e in &evs {
+            b.pour(e, &mut out);
+        }
+        b.advance(Timestamp(2_000_000_000), &mut out);
+        println!("cap {cap}: {} overflows, digest {:016x}", out.len(), digest(&out, b.stats()));
+    }
 }

@@ -178,7 +178,7 @@ impl From<String> for LoadErr {
 /// Percent-decodes `s` (`%2e` -> `.`, `+` -> space), leaving malformed escapes as they
 /// are; invalid UTF-8 in the result is replaced. Used by `url_decode()` in filters.
 pub(crate) fn url_decode(s: &str) -> Cow<'_, str> {
-    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+    if memchr::memchr2(b'%', b'+', s.as_bytes()).is_none() {
         return Cow::Borrowed(s);
     }
     let bytes = s.as_bytes();

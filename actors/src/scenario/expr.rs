@@ -96,6 +96,47 @@ impl FieldMap {
     }
 }
 
+/// A field the native evaluator reads, with its slot in the per-event [`FieldCache`].
+#[derive(Debug)]
+pub(crate) struct FieldRef {
+    map: FieldMap,
+    name: Box<str>,
+    slot: usize,
+}
+
+/// Slots of the [`FieldCache`]; fields beyond them are looked up every time (correct,
+/// only slower). The shipped scenarios read about a dozen distinct fields.
+const FIELD_CACHE_SLOTS: usize = 32;
+
+/// The field values of one event, each looked up at most once.
+///
+/// [`Fields`](crate::event::Fields) is a small vector searched by name, which is the
+/// right shape for the parsers but means a linear scan with string compares per read;
+/// the candidate scenarios of an event read the same few fields over and over
+/// (`evt.meta.service` and `evt.meta.http_path` in every HTTP filter), so every field
+/// any expression reads gets a slot at load time and is searched once per event.
+pub(crate) struct FieldCache<'e> {
+    ev: &'e Event,
+    /// `None`: not looked up yet; a missing field is cached as `""`.
+    vals: [Option<&'e str>; FIELD_CACHE_SLOTS],
+}
+
+impl<'e> FieldCache<'e> {
+    /// An empty cache over `ev`.
+    pub(crate) fn new(ev: &'e Event) -> Self {
+        FieldCache { ev, vals: [None; FIELD_CACHE_SLOTS] }
+    }
+
+    /// The value of a field, `""` when it is not set.
+    pub(crate) fn get(&mut self, f: &FieldRef) -> &'e str {
+        match self.vals.get_mut(f.slot) {
+            Some(Some(v)) => v,
+            Some(slot) => slot.insert(f.map.get(self.ev, &f.name)),
+            None => f.map.get(self.ev, &f.name),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cmp {
     Eq,
@@ -117,18 +158,23 @@ enum StrFn {
 #[derive(Debug)]
 enum Node {
     Lit(Val<'static>),
-    Field(FieldMap, Box<str>),
-    Has(FieldMap, Box<str>),
+    Field(FieldRef),
+    Has(FieldRef),
     Time,
     LogType,
     Not(Box<Node>),
     Neg(Box<Node>),
-    And(Box<Node>, Box<Node>),
+    /// `a && b && ...`, nested `&&` flattened into one list (same result: the first
+    /// falsy operand makes it false, the ones after it are not evaluated).
+    And(Vec<Node>),
     Or(Box<Node>, Box<Node>),
     Cond(Box<Node>, Box<Node>, Box<Node>),
     Cmp(Cmp, Box<Node>, Box<Node>),
     /// `x in ["a", "b"]` where every element is a string literal.
-    InStrSet(Box<Node>, HashSet<String>),
+    InStrSet(Box<Node>, HashSet<String, foldhash::fast::RandomState>),
+    /// `evt.meta.x == "v"` (or `!=` when the flag is set): the most common test, with
+    /// no intermediate values.
+    FieldIs(FieldRef, Box<str>, bool),
     /// `x in [literals...]` of mixed types.
     InList(Box<Node>, Vec<Val<'static>>),
     /// `x in y` where `y` is not a list literal (substring test on strings).
@@ -150,46 +196,74 @@ fn s_arg<'a>(r: Res<'a>) -> Result<Cow<'a, str>, EvalError> {
 }
 
 impl Node {
-    fn eval<'e>(&'e self, ev: &'e Event) -> Res<'e> {
+    /// Whether the node always yields a string built only from fields, string literals
+    /// and `+`: such a `groupby` is written straight into a reused buffer.
+    fn is_str_concat(&self) -> bool {
+        match self {
+            Node::Lit(Val::Str(_)) | Node::Field(_) | Node::LogType => true,
+            Node::Add(a, b) => a.is_str_concat() && b.is_str_concat(),
+            _ => false,
+        }
+    }
+
+    /// Appends the value of a node for which [`Node::is_str_concat`] holds.
+    fn append_str(&self, fc: &mut FieldCache<'_>, buf: &mut String) {
+        match self {
+            Node::Lit(Val::Str(s)) => buf.push_str(s),
+            Node::Field(f) => buf.push_str(fc.get(f)),
+            Node::LogType => buf.push_str(&fc.ev.line.log_type),
+            Node::Add(a, b) => {
+                a.append_str(fc, buf);
+                b.append_str(fc, buf);
+            }
+            // Not reached: `is_str_concat` admits only the nodes above.
+            _ => {}
+        }
+    }
+
+    fn eval<'e>(&'e self, fc: &mut FieldCache<'e>) -> Res<'e> {
+        let ev = fc.ev;
         Ok(match self {
             Node::Lit(v) => match v {
                 Val::Str(s) => Val::Str(Cow::Borrowed(s.as_ref())),
                 Val::Int(i) => Val::Int(*i),
                 Val::Bool(b) => Val::Bool(*b),
             },
-            Node::Field(m, name) => Val::Str(Cow::Borrowed(m.get(ev, name))),
-            Node::Has(m, name) => Val::Bool(!m.get(ev, name).is_empty()),
+            Node::Field(f) => Val::Str(Cow::Borrowed(fc.get(f))),
+            Node::Has(f) => Val::Bool(!fc.get(f).is_empty()),
+            Node::FieldIs(f, v, negate) => Val::Bool((fc.get(f) == &**v) != *negate),
             Node::Time => Val::Int(ev.time.as_millis()),
             Node::LogType => Val::Str(Cow::Borrowed(&ev.line.log_type)),
-            Node::Not(a) => Val::Bool(!a.eval(ev)?.truthy()),
-            Node::Neg(a) => match a.eval(ev)? {
+            Node::Not(a) => Val::Bool(!a.eval(fc)?.truthy()),
+            Node::Neg(a) => match a.eval(fc)? {
                 Val::Int(i) => Val::Int(i.wrapping_neg()),
                 _ => return Err(EvalError),
             },
-            Node::And(a, b) => {
-                if !a.eval(ev)?.truthy() {
-                    Val::Bool(false)
-                } else {
-                    Val::Bool(b.eval(ev)?.truthy())
+            Node::And(all) => {
+                for n in all {
+                    if !n.eval(fc)?.truthy() {
+                        return Ok(Val::Bool(false));
+                    }
                 }
+                Val::Bool(true)
             }
             Node::Or(a, b) => {
-                let l = a.eval(ev)?;
+                let l = a.eval(fc)?;
                 if l.truthy() {
                     l
                 } else {
-                    b.eval(ev)?
+                    b.eval(fc)?
                 }
             }
             Node::Cond(c, a, b) => {
-                if c.eval(ev)?.truthy() {
-                    a.eval(ev)?
+                if c.eval(fc)?.truthy() {
+                    a.eval(fc)?
                 } else {
-                    b.eval(ev)?
+                    b.eval(fc)?
                 }
             }
             Node::Cmp(cmp, a, b) => {
-                let (l, r) = (a.eval(ev)?, b.eval(ev)?);
+                let (l, r) = (a.eval(fc)?, b.eval(fc)?);
                 Val::Bool(match cmp {
                     Cmp::Eq => l == r,
                     Cmp::Ne => l != r,
@@ -209,25 +283,25 @@ impl Node {
                     }
                 })
             }
-            Node::InStrSet(a, set) => match a.eval(ev)? {
+            Node::InStrSet(a, set) => match a.eval(fc)? {
                 Val::Str(s) => Val::Bool(set.contains(s.as_ref())),
                 _ => Val::Bool(false),
             },
             Node::InList(a, list) => {
-                let v = a.eval(ev)?;
+                let v = a.eval(fc)?;
                 // `contains` would need `v: Val<'static>`.
                 #[allow(clippy::manual_contains)]
                 let found = list.iter().any(|x| *x == v);
                 Val::Bool(found)
             }
-            Node::InExpr(a, b) => match (a.eval(ev)?, b.eval(ev)?) {
+            Node::InExpr(a, b) => match (a.eval(fc)?, b.eval(fc)?) {
                 (Val::Str(l), Val::Str(r)) => Val::Bool(r.contains(l.as_ref())),
                 _ => return Err(EvalError),
             },
             Node::Str(f, a, b) => {
-                let t = a.eval(ev)?;
+                let t = a.eval(fc)?;
                 match f {
-                    StrFn::Contains => match (t, b.eval(ev)?) {
+                    StrFn::Contains => match (t, b.eval(fc)?) {
                         (Val::Str(t), Val::Str(x)) => Val::Bool(t.contains(x.as_ref())),
                         _ => Val::Bool(false),
                     },
@@ -235,7 +309,7 @@ impl Node {
                         let Val::Str(t) = t else {
                             return Err(EvalError);
                         };
-                        let x = s_arg(b.eval(ev))?;
+                        let x = s_arg(b.eval(fc))?;
                         Val::Bool(if *f == StrFn::StartsWith {
                             t.starts_with(x.as_ref())
                         } else {
@@ -244,12 +318,12 @@ impl Node {
                     }
                 }
             }
-            Node::Matches(a, re) => Val::Bool(re.is_match(&s_arg(a.eval(ev))?)),
-            Node::Size(a) => match a.eval(ev)? {
+            Node::Matches(a, re) => Val::Bool(re.is_match(&s_arg(a.eval(fc))?)),
+            Node::Size(a) => match a.eval(fc)? {
                 Val::Str(s) => Val::Int(i64::try_from(s.len()).map_err(|_| EvalError)?),
                 _ => return Err(EvalError),
             },
-            Node::Add(a, b) => match (a.eval(ev)?, b.eval(ev)?) {
+            Node::Add(a, b) => match (a.eval(fc)?, b.eval(fc)?) {
                 (Val::Str(x), Val::Str(y)) => {
                     let mut s = String::with_capacity(x.len() + y.len());
                     s.push_str(&x);
@@ -259,12 +333,12 @@ impl Node {
                 (Val::Int(x), Val::Int(y)) => Val::Int(x.checked_add(y).ok_or(EvalError)?),
                 _ => return Err(EvalError),
             },
-            Node::Data(a, m) => Val::Bool(m.is_match(&s_arg(a.eval(ev))?)),
-            Node::UrlDecode(a) => match s_arg(a.eval(ev))? {
+            Node::Data(a, m) => Val::Bool(m.is_match(&s_arg(a.eval(fc))?)),
+            Node::UrlDecode(a) => match s_arg(a.eval(fc))? {
                 Cow::Borrowed(s) => Val::Str(url_decode(s)),
                 Cow::Owned(s) => Val::Str(Cow::Owned(url_decode(&s).into_owned())),
             },
-            Node::Lower(a) => Val::Str(Cow::Owned(s_arg(a.eval(ev))?.to_lowercase())),
+            Node::Lower(a) => Val::Str(Cow::Owned(s_arg(a.eval(fc))?.to_lowercase())),
         })
     }
 }
@@ -285,6 +359,8 @@ pub(crate) struct Expr {
     /// The text as written, for errors and listings.
     pub(crate) source: String,
     kind: Kind,
+    /// Native and [`Node::is_str_concat`]: [`Expr::eval_key`] needs no allocation.
+    concat: bool,
 }
 
 #[derive(Debug)]
@@ -304,7 +380,7 @@ impl Expr {
         let mut ast = parsed.map_err(|e| LoadErr::Message(format!("invalid CEL `{source}`: {e}")))?;
         let mut scope = Vec::new();
         check(&ast, &mut scope, data, refs)?;
-        let kind = match lower(&ast, data)? {
+        let kind = match lower(&ast, data, refs)? {
             Some(node) => Kind::Native(node),
             None => {
                 rewrite_has(&mut ast);
@@ -312,7 +388,8 @@ impl Expr {
                 Kind::Cel(ast)
             }
         };
-        Ok(Expr { source: source.to_owned(), kind })
+        let concat = matches!(&kind, Kind::Native(n) if n.is_str_concat());
+        Ok(Expr { source: source.to_owned(), kind, concat })
     }
 
     /// Whether this expression needs the CEL context.
@@ -321,11 +398,34 @@ impl Expr {
     }
 
     /// Evaluates against `ev`; `cel` builds (once per event) the CEL context when needed.
+    #[cfg(test)]
     pub(crate) fn eval<'e>(&'e self, ev: &'e Event, cel: &mut CelScope<'_, '_>) -> Res<'e> {
+        self.eval_in(&mut FieldCache::new(ev), cel)
+    }
+
+    /// Evaluates against the event of `fc`, reading fields through it.
+    pub(crate) fn eval_in<'e>(&'e self, fc: &mut FieldCache<'e>, cel: &mut CelScope<'_, '_>) -> Res<'e> {
         match &self.kind {
-            Kind::Native(n) => n.eval(ev),
-            Kind::Cel(ast) => from_cel(cel.eval(ev, ast)),
+            Kind::Native(n) => n.eval(fc),
+            Kind::Cel(ast) => from_cel(cel.eval(fc.ev, ast)),
         }
+    }
+
+    /// Evaluates as a bucket key ([`Val::as_key`]) into `buf`, which is cleared first.
+    /// A concatenation of fields (`evt.meta.source_ip + '/' + evt.meta.target_fqdn`) is
+    /// written straight into `buf`, so a reused buffer makes the key without allocating.
+    pub(crate) fn eval_key<'e>(
+        &'e self,
+        fc: &mut FieldCache<'e>,
+        cel: &mut CelScope<'_, '_>,
+        buf: &mut String,
+    ) -> Result<(), EvalError> {
+        buf.clear();
+        match &self.kind {
+            Kind::Native(n) if self.concat => n.append_str(fc, buf),
+            _ => buf.push_str(&self.eval_in(fc, cel)?.as_key()),
+        }
+        Ok(())
     }
 
     /// Evaluates with `cel-interpreter` only (tests compare it with the native result).
@@ -376,6 +476,22 @@ fn from_cel<'e>(r: Result<Value, ExecutionError>) -> Res<'e> {
 pub(crate) struct FieldRefs {
     pub(crate) names: BTreeSet<(FieldMap, String)>,
     pub(crate) any_cel: bool,
+    /// Fields read by native expressions, by [`FieldCache`] slot.
+    slots: Vec<(FieldMap, String)>,
+}
+
+impl FieldRefs {
+    /// A native read of a field, with its [`FieldCache`] slot (assigned on first use).
+    pub(crate) fn field(&mut self, map: FieldMap, name: &str) -> FieldRef {
+        let slot = match self.slots.iter().position(|(m, n)| *m == map && n == name) {
+            Some(p) => p,
+            None => {
+                self.slots.push((map, name.to_owned()));
+                self.slots.len() - 1
+            }
+        };
+        FieldRef { map, name: name.into(), slot }
+    }
 }
 
 fn ident(e: &IdedExpr) -> Option<&str> {
@@ -581,10 +697,10 @@ fn lit_val(l: &Lit) -> Option<Val<'static>> {
 }
 
 /// Lowers to a native tree; `None` when any part is outside the subset.
-fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
+fn lower(e: &IdedExpr, data: &mut DataLists, refs: &mut FieldRefs) -> Result<Option<Node>, LoadErr> {
     let b = |n: Node| Box::new(n);
     if let Some((m, name)) = field_ref(e) {
-        return Ok(Some(Node::Field(m, name.into())));
+        return Ok(Some(Node::Field(refs.field(m, name))));
     }
     Ok(Some(match &e.expr {
         Ast::Literal(l) => match lit_val(l) {
@@ -594,7 +710,7 @@ fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
         Ast::Select(SelectExpr { operand, field, test }) => {
             if *test {
                 match field_map(operand) {
-                    Some(m) => Node::Has(m, field.as_str().into()),
+                    Some(m) => Node::Has(refs.field(m, field)),
                     None => return Ok(None),
                 }
             } else if ident(operand) == Some("evt") && field == "time" {
@@ -607,22 +723,25 @@ fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
         }
         Ast::Call(c) => {
             let args = &c.args;
-            let sub = |i: usize, data: &mut DataLists| -> Result<Option<Box<Node>>, LoadErr> {
+            let sub = |i: usize,
+                       data: &mut DataLists,
+                       refs: &mut FieldRefs|
+             -> Result<Option<Box<Node>>, LoadErr> {
                 Ok(match args.get(i) {
-                    Some(a) => lower(a, data)?.map(Box::new),
+                    Some(a) => lower(a, data, refs)?.map(Box::new),
                     None => None,
                 })
             };
             macro_rules! l {
                 ($i:expr) => {
-                    match sub($i, data)? {
+                    match sub($i, data, refs)? {
                         Some(n) => n,
                         None => return Ok(None),
                     }
                 };
             }
             let target = match &c.target {
-                Some(t) => match lower(t, data)? {
+                Some(t) => match lower(t, data, refs)? {
                     Some(n) => Some(b(n)),
                     None => return Ok(None),
                 },
@@ -630,14 +749,28 @@ fn lower(e: &IdedExpr, data: &mut DataLists) -> Result<Option<Node>, LoadErr> {
             };
             let name = c.func_name.as_str();
             match (name, target, args.len()) {
-                (op::LOGICAL_AND, None, 2) => Node::And(l!(0), l!(1)),
+                (op::LOGICAL_AND, None, 2) => {
+                    let mut all = Vec::new();
+                    for n in [*l!(0), *l!(1)] {
+                        match n {
+                            Node::And(inner) => all.extend(inner),
+                            n => all.push(n),
+                        }
+                    }
+                    Node::And(all)
+                }
                 (op::LOGICAL_OR, None, 2) => Node::Or(l!(0), l!(1)),
                 (op::LOGICAL_NOT, None, 1) => Node::Not(l!(0)),
                 (op::NEGATE, None, 1) => Node::Neg(l!(0)),
                 (op::CONDITIONAL, None, 3) => Node::Cond(l!(0), l!(1), l!(2)),
                 (op::ADD, None, 2) => Node::Add(l!(0), l!(1)),
-                (op::EQUALS, None, 2) => Node::Cmp(Cmp::Eq, l!(0), l!(1)),
-                (op::NOT_EQUALS, None, 2) => Node::Cmp(Cmp::Ne, l!(0), l!(1)),
+                (op::EQUALS | op::NOT_EQUALS, None, 2) => {
+                    let negate = name == op::NOT_EQUALS;
+                    match (field_ref(&args[0]), str_lit(&args[1])) {
+                        (Some((m, f)), Some(v)) => Node::FieldIs(refs.field(m, f), v.into(), negate),
+                        _ => Node::Cmp(if negate { Cmp::Ne } else { Cmp::Eq }, l!(0), l!(1)),
+                    }
+                }
                 (op::LESS, None, 2) => Node::Cmp(Cmp::Lt, l!(0), l!(1)),
                 (op::LESS_EQUALS, None, 2) => Node::Cmp(Cmp::Le, l!(0), l!(1)),
                 (op::GREATER, None, 2) => Node::Cmp(Cmp::Gt, l!(0), l!(1)),

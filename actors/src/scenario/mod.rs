@@ -22,6 +22,13 @@
 //!
 //! Memory is bounded: the number of live buckets is capped (attackers choose the keys);
 //! when the cap is reached the bucket closest to expiry is evicted and counted.
+//!
+//! The per-event path allocates nothing once warm (new buckets aside): routing is one
+//! table lookup per combination of routed field values; every field is read from the
+//! event at most once ([`expr::FieldCache`]); a `groupby` shared by several scenarios
+//! is evaluated into a reused buffer and hashed once, and that hash finds the bucket in
+//! every scenario's table (`hashbrown::HashTable`, keyed by a randomly seeded
+//! `foldhash`); expiry entries carry (scenario, generation, hash), not the key.
 
 mod data;
 mod expr;
@@ -33,15 +40,25 @@ use crate::event::{Event, Overflow};
 use crate::hub::{HubError, HubFile};
 use cel_interpreter::Context;
 use data::DataLists;
-use expr::{CelScope, FieldMap, FieldRefs};
+use expr::{CelScope, FieldCache, FieldRef, FieldRefs};
+use hashbrown::HashTable;
 use palisade_proto::{Scope, Timestamp};
 use spec::{Scenario, ScopeKind};
 use std::cmp::Reverse;
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+/// The hasher of every table keyed by input (bucket keys, distinct values, routed
+/// values): fast, and seeded at random per engine so that an attacker who chooses keys
+/// cannot aim collisions at it.
+type KeyHasher = foldhash::fast::RandomState;
+
+/// Routed-value combinations above which [`Router`] merges lists per event instead of
+/// keeping one precomputed list per combination.
+const MAX_ROUTE_COMBOS: usize = 4096;
 
 /// Default cap on live buckets (all scenarios together).
 pub const DEFAULT_MAX_BUCKETS: usize = 1_000_000;
@@ -51,8 +68,79 @@ pub const DEFAULT_MAX_BUCKETS: usize = 1_000_000;
 struct Router {
     /// Scenarios without a required equality: every event reaches them.
     always: Vec<u32>,
-    /// (map, field, value -> scenarios).
-    by_field: Vec<(FieldMap, String, HashMap<String, Vec<u32>>)>,
+    /// The routed fields, in order of first use.
+    by_field: Vec<RouteField>,
+    /// The candidates of every combination of routed values, indexed by the mixed-radix
+    /// number whose digit for field `f` is the value's id (0: no routed value), so that
+    /// routing an event is a table lookup. Empty when there would be more than
+    /// [`MAX_ROUTE_COMBOS`]: the lists are then merged per event.
+    combos: Vec<Vec<u32>>,
+}
+
+/// One routed field: its values, each with an id (1-based) and the scenarios requiring it.
+#[derive(Debug)]
+struct RouteField {
+    field: FieldRef,
+    ids: HashMap<String, usize, KeyHasher>,
+    /// Scenarios by value id - 1.
+    lists: Vec<Vec<u32>>,
+}
+
+impl Router {
+    /// The candidates for the value ids `ids` (one per routed field), in load order.
+    fn merge(&self, ids: &[usize], out: &mut Vec<u32>) {
+        out.clear();
+        out.extend_from_slice(&self.always);
+        for (f, &id) in self.by_field.iter().zip(ids) {
+            if id > 0 {
+                out.extend_from_slice(&f.lists[id - 1]);
+            }
+        }
+        if self.by_field.len() > 1 || !self.always.is_empty() {
+            out.sort_unstable();
+        }
+    }
+
+    /// Precomputes [`Router::combos`] when there are few enough combinations.
+    fn build_combos(&mut self) {
+        let mut total = 1usize;
+        for f in &self.by_field {
+            total = match total.checked_mul(f.lists.len() + 1) {
+                Some(t) if t <= MAX_ROUTE_COMBOS => t,
+                _ => return,
+            };
+        }
+        let mut ids = vec![0; self.by_field.len()];
+        let mut combos = Vec::with_capacity(total);
+        for mut n in 0..total {
+            for (f, id) in self.by_field.iter().zip(ids.iter_mut()) {
+                let radix = f.lists.len() + 1;
+                *id = n % radix;
+                n /= radix;
+            }
+            let mut list = Vec::new();
+            self.merge(&ids, &mut list);
+            combos.push(list);
+        }
+        self.combos = combos;
+    }
+
+    /// The scenarios an event can match, in load order, into `out`.
+    fn candidates(&self, fc: &mut FieldCache<'_>, out: &mut Vec<u32>) {
+        if !self.combos.is_empty() {
+            let (mut index, mut radix) = (0, 1);
+            for f in &self.by_field {
+                index += radix * f.ids.get(fc.get(&f.field)).copied().unwrap_or(0);
+                radix *= f.lists.len() + 1;
+            }
+            out.clear();
+            out.extend_from_slice(&self.combos[index]);
+        } else {
+            let ids: Vec<usize> =
+                self.by_field.iter().map(|f| f.ids.get(fc.get(&f.field)).copied().unwrap_or(0)).collect();
+            self.merge(&ids, out);
+        }
+    }
 }
 
 /// Compiled, immutable scenarios; share them with an `Arc`.
@@ -63,6 +151,10 @@ pub struct Scenarios {
     /// The CEL root context (built-in and data-list functions), for expressions outside
     /// the native subset.
     cel_root: Context<'static>,
+    /// Distinct `groupby` texts (see `Scenario::groupby_id`).
+    groupbys: usize,
+    /// Distinct `distinct` texts.
+    distincts: usize,
 }
 
 impl std::fmt::Debug for Scenarios {
@@ -100,31 +192,60 @@ impl Scenarios {
             return Err(HubError::new("scenarios/", None, "too many scenarios"));
         }
         let mut router = Router::default();
+        let mut route_fields: Vec<(expr::FieldMap, String)> = Vec::new();
         for (i, sc) in list.iter().enumerate() {
             let i = i as u32;
             match sc.filter.route() {
                 None => router.always.push(i),
                 Some(r) => {
-                    let pos = match router.by_field.iter().position(|(m, f, _)| *m == r.map && *f == r.field)
-                    {
+                    let pos = match route_fields.iter().position(|(m, f)| *m == r.map && *f == r.field) {
                         Some(p) => p,
                         None => {
-                            router.by_field.push((r.map, r.field.clone(), HashMap::new()));
+                            router.by_field.push(RouteField {
+                                field: refs.field(r.map, &r.field),
+                                ids: HashMap::default(),
+                                lists: Vec::new(),
+                            });
+                            route_fields.push((r.map, r.field.clone()));
                             router.by_field.len() - 1
                         }
                     };
-                    let index = &mut router.by_field[pos].2;
+                    let rf = &mut router.by_field[pos];
                     let mut values = r.values;
                     values.sort();
                     values.dedup();
                     for v in values {
-                        index.entry(v).or_default().push(i);
+                        let next = rf.lists.len() + 1;
+                        let id = *rf.ids.entry(v).or_insert(next);
+                        if id == next {
+                            rf.lists.push(Vec::new());
+                        }
+                        rf.lists[id - 1].push(i);
                     }
                 }
             }
         }
+        router.build_combos();
+        // Scenarios with the same `groupby` (or `distinct`) text share one evaluation
+        // per event.
+        fn intern(texts: &mut Vec<String>, t: &str) -> usize {
+            match texts.iter().position(|x| x == t) {
+                Some(p) => p,
+                None => {
+                    texts.push(t.to_owned());
+                    texts.len() - 1
+                }
+            }
+        }
+        let (mut groupbys, mut distincts) = (Vec::new(), Vec::new());
+        for sc in &mut list {
+            sc.groupby_id = intern(&mut groupbys, &sc.groupby.source);
+            if let Some(d) = &sc.distinct {
+                sc.distinct_id = intern(&mut distincts, &d.source);
+            }
+        }
         let cel_root = expr::root_context(Arc::new(data.into_matchers()));
-        Ok(Scenarios { list, router, refs, cel_root })
+        Ok(Scenarios { list, router, refs, cel_root, groupbys: groupbys.len(), distincts: distincts.len() })
     }
 
     /// What is loaded, in load order.
@@ -143,21 +264,9 @@ impl Scenarios {
     }
 
     /// The scenarios an event can match, in load order, into `out`.
+    #[cfg(test)]
     fn candidates(&self, ev: &Event, out: &mut Vec<u32>) {
-        out.clear();
-        out.extend_from_slice(&self.router.always);
-        for (map, field, index) in &self.router.by_field {
-            let v = match map {
-                FieldMap::Meta => ev.meta.get(field),
-                FieldMap::Parsed => ev.parsed.get(field),
-            };
-            if let Some(list) = index.get(v.unwrap_or("")) {
-                out.extend_from_slice(list);
-            }
-        }
-        if self.router.by_field.len() > 1 || !self.router.always.is_empty() {
-            out.sort_unstable();
-        }
+        self.router.candidates(&mut FieldCache::new(ev), out);
     }
 }
 
@@ -184,15 +293,58 @@ pub struct ScenarioStats {
     pub eval_errors: u64,
 }
 
+/// `distinct` values a bucket searches linearly before it indexes them in a hash set.
+const DISTINCT_SCAN: usize = 16;
+
 /// Remembered `distinct` values of one bucket: hashes, oldest forgotten first.
+///
+/// Most buckets overflow or leak away after a handful of values, so the values are a
+/// ring searched linearly (one allocation, cache-friendly); a bucket kept alive long
+/// enough to remember more than [`DISTINCT_SCAN`] values (up to `cache_size`) also
+/// gets a hash set, so a slow scanner cannot make every event a long scan.
 #[derive(Debug, Default)]
 struct Distinct {
-    set: HashSet<u64>,
     order: VecDeque<u64>,
+    set: Option<HashSet<u64, KeyHasher>>,
+}
+
+impl Distinct {
+    fn contains(&self, h: u64) -> bool {
+        match &self.set {
+            Some(set) => set.contains(&h),
+            None => self.order.contains(&h),
+        }
+    }
+
+    /// Remembers `h` (not yet remembered), forgetting the oldest value at `limit`.
+    fn insert(&mut self, h: u64, limit: usize) {
+        if self.order.len() >= limit {
+            if let Some(old) = self.order.pop_front() {
+                if let Some(set) = &mut self.set {
+                    set.remove(&old);
+                }
+            }
+        }
+        self.order.push_back(h);
+        match &mut self.set {
+            Some(set) => {
+                set.insert(h);
+            }
+            None if self.order.len() > DISTINCT_SCAN => {
+                self.set = Some(self.order.iter().copied().collect());
+            }
+            None => {}
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Bucket {
+    /// The group key.
+    key: Box<str>,
+    /// `key` hashed with the engine's [`KeyHasher`]: the table's hash, and how expiry
+    /// entries find the bucket again.
+    hash: u64,
     /// Unique id, so that stale expiry entries are recognised.
     generation: u64,
     /// Tokens, in ms of leak (one token = `leak_ms`).
@@ -205,30 +357,52 @@ struct Bucket {
     deadline: i64,
     /// Counter buckets: the overflow value, from the first event.
     value: String,
-    distinct: Option<Box<Distinct>>,
+    distinct: Distinct,
 }
 
-/// An expiry entry: (deadline, scenario, generation, key).
-type Due = Reverse<(i64, u32, u64, Arc<str>)>;
+/// An expiry entry: (deadline, scenario, generation, key hash). Ordered like the
+/// buckets themselves would be (generation is unique), the hash only finds the bucket.
+type Due = Reverse<(i64, u32, u64, u64)>;
+
+/// A blackhole expiry entry: (end, scenario, 0, key).
+type BlackholeDue = Reverse<(i64, u32, u64, Arc<str>)>;
+
+/// The `groupby` (or `distinct`) result of the current event, shared by the scenarios
+/// with the same expression.
+#[derive(Debug, Default)]
+struct Memo {
+    /// The event it belongs to ([`Buckets::seq`]); stale when different.
+    seq: u64,
+    /// The value's hash; `None` when the expression failed.
+    hash: Option<u64>,
+    /// The key text (`groupby` only); a reused buffer.
+    text: String,
+}
 
 /// The mutable engine: live buckets, blackholes, counters. No I/O, no clock.
 #[derive(Debug)]
 pub struct Buckets {
     scenarios: Arc<Scenarios>,
-    /// Per scenario: group key -> bucket.
-    live: Vec<HashMap<Arc<str>, Bucket>>,
+    /// Per scenario: the live buckets, found by key hash then key.
+    live: Vec<HashTable<Bucket>>,
     /// Per scenario: group key -> blackhole end.
-    blackholes: Vec<HashMap<Arc<str>, i64>>,
+    blackholes: Vec<HashMap<Arc<str>, i64, KeyHasher>>,
     due: BinaryHeap<Due>,
-    blackhole_due: BinaryHeap<Due>,
+    blackhole_due: BinaryHeap<BlackholeDue>,
     live_count: usize,
     max_buckets: usize,
     generation: u64,
     /// Latest time seen (events and `advance`).
     watermark: i64,
     stats: Vec<ScenarioStats>,
-    hasher: RandomState,
+    hasher: KeyHasher,
     scratch: Vec<u32>,
+    /// Events poured so far: tells the memos of this event from stale ones.
+    seq: u64,
+    /// By `groupby_id`.
+    keys: Vec<Memo>,
+    /// By `distinct_id`.
+    distincts: Vec<Memo>,
 }
 
 impl Buckets {
@@ -246,8 +420,10 @@ impl Buckets {
             .map(|s| ScenarioStats { name: s.name.clone(), ..Default::default() })
             .collect();
         Buckets {
-            live: (0..n).map(|_| HashMap::new()).collect(),
-            blackholes: (0..n).map(|_| HashMap::new()).collect(),
+            live: (0..n).map(|_| HashTable::new()).collect(),
+            blackholes: (0..n).map(|_| HashMap::default()).collect(),
+            keys: (0..scenarios.groupbys).map(|_| Memo::default()).collect(),
+            distincts: (0..scenarios.distincts).map(|_| Memo::default()).collect(),
             scenarios,
             due: BinaryHeap::new(),
             blackhole_due: BinaryHeap::new(),
@@ -256,8 +432,9 @@ impl Buckets {
             generation: 0,
             watermark: i64::MIN,
             stats,
-            hasher: RandomState::new(),
+            hasher: KeyHasher::default(),
             scratch: Vec::new(),
+            seq: 0,
         }
     }
 
@@ -281,12 +458,14 @@ impl Buckets {
         }
         let scenarios = self.scenarios.clone();
         let mut cands = std::mem::take(&mut self.scratch);
-        scenarios.candidates(event, &mut cands);
+        let mut fields = FieldCache::new(event);
+        scenarios.router.candidates(&mut fields, &mut cands);
         let mut cel = CelScope::new(&scenarios.cel_root, &scenarios.refs);
-        let mut memo: Vec<(&str, expr::Val<'_>)> = Vec::new();
+        self.seq = self.seq.wrapping_add(1);
+        let mut keys = std::mem::take(&mut self.keys);
         for &i in &cands {
             let sc = &scenarios.list[i as usize];
-            match sc.filter.eval(event, &mut cel) {
+            match sc.filter.eval_in(&mut fields, &mut cel) {
                 Ok(expr::Val::Bool(true)) => {}
                 Ok(expr::Val::Bool(false)) => continue,
                 Ok(_) | Err(_) => {
@@ -294,32 +473,41 @@ impl Buckets {
                     continue;
                 }
             }
-            // Scenarios of one service usually share their groupby: evaluate it once.
-            let key = match memo.iter().position(|(src, _)| *src == sc.groupby.source.as_str()) {
-                Some(p) => p,
-                None => match sc.groupby.eval(event, &mut cel) {
-                    Ok(v) => {
-                        memo.push((sc.groupby.source.as_str(), v));
-                        memo.len() - 1
-                    }
-                    Err(_) => {
-                        self.stats[i as usize].eval_errors += 1;
-                        continue;
-                    }
-                },
+            let key = &mut keys[sc.groupby_id];
+            if key.seq != self.seq {
+                key.seq = self.seq;
+                key.hash = match sc.groupby.eval_key(&mut fields, &mut cel, &mut key.text) {
+                    Ok(()) => Some(self.hasher.hash_one(key.text.as_str())),
+                    Err(_) => None,
+                };
+            }
+            let Some(hash) = key.hash else {
+                self.stats[i as usize].eval_errors += 1;
+                continue;
             };
             let distinct = match &sc.distinct {
                 None => None,
-                Some(d) => match d.eval(event, &mut cel) {
-                    Ok(v) => Some(self.hasher.hash_one(v.as_key().as_ref())),
-                    Err(_) => {
-                        self.stats[i as usize].eval_errors += 1;
-                        continue;
+                Some(d) => {
+                    let memo = &mut self.distincts[sc.distinct_id];
+                    if memo.seq != self.seq {
+                        memo.seq = self.seq;
+                        memo.hash = match d.eval_in(&mut fields, &mut cel) {
+                            Ok(v) => Some(self.hasher.hash_one(v.as_key().as_ref())),
+                            Err(_) => None,
+                        };
                     }
-                },
+                    match memo.hash {
+                        Some(h) => Some(h),
+                        None => {
+                            self.stats[i as usize].eval_errors += 1;
+                            continue;
+                        }
+                    }
+                }
             };
-            self.pour_one(sc, i, &memo[key].1.as_key(), distinct, event, t, out);
+            self.pour_one(sc, i, &key.text, hash, distinct, event, t, out);
         }
+        self.keys = keys;
         self.scratch = cands;
     }
 
@@ -338,6 +526,7 @@ impl Buckets {
         sc: &Scenario,
         i: u32,
         key: &str,
+        hash: u64,
         distinct: Option<u64>,
         event: &Event,
         t: i64,
@@ -351,38 +540,43 @@ impl Buckets {
             self.emit(sc, i, key, value, 1, t, t, out);
             return;
         }
-        // A leaky bucket idle for its whole lifetime is gone, even if `expire` has not
-        // run yet for it (late events, equal timestamps).
-        if let Some(b) = self.live[idx].get(key) {
-            if sc.kind == BucketType::Leaky && t > b.deadline {
-                self.live[idx].remove(key);
+        let found = match self.live[idx].find_entry(hash, |b| *b.key == *key) {
+            // A leaky bucket idle for its whole lifetime is gone, even if `expire` has
+            // not run yet for it (late events, equal timestamps).
+            Ok(e) if sc.kind == BucketType::Leaky && t > e.get().deadline => {
+                e.remove();
                 self.live_count -= 1;
                 self.stats[idx].underflowed += 1;
+                None
             }
-        }
-        if let Some(h) = distinct {
-            if let Some(b) = self.live[idx].get(key) {
-                if b.distinct.as_ref().is_some_and(|d| d.set.contains(&h)) {
+            Ok(e) => {
+                if distinct.is_some_and(|h| e.get().distinct.contains(h)) {
                     self.stats[idx].distinct_dropped += 1;
                     return;
                 }
+                Some(e)
             }
-        }
-        if !self.live[idx].contains_key(key) {
-            if self.live_count >= self.max_buckets {
-                self.evict_one();
-            }
-            self.generation += 1;
-            let deadline = t.saturating_add(sc.lifetime_ms);
-            let value = if sc.kind == BucketType::Counter {
-                overflow_value(sc.scope, event.source_ip())
-            } else {
-                String::new()
-            };
-            let key: Arc<str> = key.into();
-            self.live[idx].insert(
-                key.clone(),
-                Bucket {
+            Err(_) => None,
+        };
+        let mut bucket = match found {
+            Some(e) => e,
+            None => {
+                if self.live_count >= self.max_buckets {
+                    self.evict_one();
+                }
+                self.generation += 1;
+                let deadline = t.saturating_add(sc.lifetime_ms);
+                let value = if sc.kind == BucketType::Counter {
+                    overflow_value(sc.scope, event.source_ip())
+                } else {
+                    String::new()
+                };
+                self.due.push(Reverse((deadline, i, self.generation, hash)));
+                self.live_count += 1;
+                self.stats[idx].instantiated += 1;
+                let b = Bucket {
+                    key: key.into(),
+                    hash,
                     generation: self.generation,
                     tokens: sc.capacity.max(0).saturating_mul(sc.leak_ms),
                     last: t,
@@ -390,26 +584,15 @@ impl Buckets {
                     count: 0,
                     deadline,
                     value,
-                    distinct: None,
-                },
-            );
-            self.due.push(Reverse((deadline, i, self.generation, key)));
-            self.live_count += 1;
-            self.stats[idx].instantiated += 1;
-        }
-        let Some(b) = self.live[idx].get_mut(key) else {
-            return;
+                    distinct: Distinct::default(),
+                };
+                self.live[idx].insert_unique(hash, b, |b| b.hash)
+            }
         };
         self.stats[idx].poured += 1;
+        let b = bucket.get_mut();
         if let Some(h) = distinct {
-            let d = b.distinct.get_or_insert_with(Default::default);
-            if d.order.len() >= sc.distinct_limit {
-                if let Some(old) = d.order.pop_front() {
-                    d.set.remove(&old);
-                }
-            }
-            d.set.insert(h);
-            d.order.push_back(h);
+            b.distinct.insert(h, sc.distinct_limit);
         }
         let now = t.max(b.last);
         b.count = b.count.saturating_add(1);
@@ -425,11 +608,10 @@ impl Buckets {
             b.deadline = now.saturating_add(sc.lifetime_ms);
             return;
         }
-        let (count, first) = (b.count, b.first);
-        self.live[idx].remove(key);
+        let (b, _) = bucket.remove();
         self.live_count -= 1;
         let value = overflow_value(sc.scope, event.source_ip());
-        self.emit(sc, i, key, value, count, first, now, out);
+        self.emit(sc, i, &b.key, value, b.count, b.first, now, out);
     }
 
     /// Emits an overflow unless the key is blackholed.
@@ -486,32 +668,25 @@ impl Buckets {
     /// watermark.
     fn expire(&mut self, out: &mut Vec<Overflow>) {
         let now = self.watermark;
-        while let Some(Reverse((deadline, _, _, _))) = self.due.peek() {
-            if *deadline >= now {
+        while let Some(&Reverse((deadline, i, generation, hash))) = self.due.peek() {
+            if deadline >= now {
                 break;
             }
-            let Some(Reverse((deadline, i, generation, key))) = self.due.pop() else {
-                break;
-            };
+            self.due.pop();
             let idx = i as usize;
-            let Some(b) = self.live[idx].get(&key) else {
+            let Ok(e) = self.live[idx].find_entry(hash, |b| b.generation == generation) else {
                 continue;
             };
-            if b.generation != generation {
+            if e.get().deadline > deadline {
+                self.due.push(Reverse((e.get().deadline, i, generation, hash)));
                 continue;
             }
-            if b.deadline > deadline {
-                self.due.push(Reverse((b.deadline, i, generation, key)));
-                continue;
-            }
-            let Some(b) = self.live[idx].remove(&key) else {
-                continue;
-            };
+            let (b, _) = e.remove();
             self.live_count -= 1;
-            let scenarios = self.scenarios.clone();
-            let sc = &scenarios.list[idx];
-            if sc.kind == BucketType::Counter {
-                self.emit(sc, i, &key, b.value, b.count, b.first, b.last, out);
+            if self.scenarios.list[idx].kind == BucketType::Counter {
+                let scenarios = self.scenarios.clone();
+                let sc = &scenarios.list[idx];
+                self.emit(sc, i, &b.key, b.value, b.count, b.first, b.last, out);
             } else {
                 self.stats[idx].underflowed += 1;
             }
@@ -532,19 +707,16 @@ impl Buckets {
 
     /// Drops the live bucket closest to its deadline, to make room.
     fn evict_one(&mut self) {
-        while let Some(Reverse((deadline, i, generation, key))) = self.due.pop() {
+        while let Some(Reverse((deadline, i, generation, hash))) = self.due.pop() {
             let idx = i as usize;
-            let Some(b) = self.live[idx].get(&key) else {
+            let Ok(e) = self.live[idx].find_entry(hash, |b| b.generation == generation) else {
                 continue;
             };
-            if b.generation != generation {
+            if e.get().deadline > deadline {
+                self.due.push(Reverse((e.get().deadline, i, generation, hash)));
                 continue;
             }
-            if b.deadline > deadline {
-                self.due.push(Reverse((b.deadline, i, generation, key)));
-                continue;
-            }
-            self.live[idx].remove(&key);
+            e.remove();
             self.live_count -= 1;
             self.stats[idx].evicted += 1;
             return;

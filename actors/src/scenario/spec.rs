@@ -102,7 +102,12 @@ pub(crate) struct Scenario {
     pub(crate) blackhole_ms: Option<i64>,
     pub(crate) filter: Expr,
     pub(crate) groupby: Expr,
+    /// Scenarios whose `groupby` is the same text share this id, so that the key is
+    /// evaluated and hashed once per event (set by `Scenarios::load`).
+    pub(crate) groupby_id: usize,
     pub(crate) distinct: Option<Expr>,
+    /// Likewise for `distinct`.
+    pub(crate) distinct_id: usize,
     pub(crate) distinct_limit: usize,
     pub(crate) scope: ScopeKind,
     pub(crate) remediation: Option<Remediation>,
@@ -412,7 +417,9 @@ fn compile(
         blackhole_ms: blackhole.map(millis),
         filter,
         groupby,
+        groupby_id: 0,
         distinct,
+        distinct_id: 0,
         distinct_limit: spec.cache_size.unwrap_or(DEFAULT_DISTINCT_LIMIT).max(1),
         scope,
         remediation,
