@@ -164,3 +164,13 @@ fn config_check_and_hub_list_work_on_defaults() {
         v["scenarios"].as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
     assert!(names.iter().any(|n| n.contains("ssh")), "{names:?}");
 }
+
+#[test]
+fn the_simulator_is_reachable_from_the_node_binary() {
+    let out = std::process::Command::new(bin()).args(["sim", "--help"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("run") && help.contains("baseline"), "{help}");
+    let out = std::process::Command::new(bin()).args(["sim", "run", "/nonexistent.toml"]).output().unwrap();
+    assert!(!out.status.success());
+}
