@@ -43,47 +43,149 @@ pub struct Checkpoint {
 ///
 /// Events carry a dozen fields at most, so a vector with linear lookup beats a hash map
 /// and keeps cloning cheap; names are shared `Arc<str>`s from the parser definitions.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fields(Vec<(Arc<str>, String)>);
+///
+/// All values live in one `String` buffer and each entry records its value's byte span
+/// in it: a parsed line sets about twenty fields, and one buffer (sized once, see
+/// [`Fields::with_capacity`]) replaces twenty allocations and frees with appends.
+/// [`Fields::set`] takes anything string-like, so the parser can pass slices of the line
+/// without making a `String` first. Replacing or removing a value leaves its old bytes
+/// in the buffer as garbage; a `Fields` lives as long as one event, so that is cheaper
+/// than compacting. Equality and `Debug` look only at the entries, never the garbage.
+#[derive(Clone, Default)]
+pub struct Fields {
+    /// Every value, back to back (plus the garbage of replaced ones).
+    buf: String,
+    /// (name, start, end) of each value in `buf`, in insertion order. `u32` offsets keep
+    /// an entry at 24 bytes; a buffer over 4 GiB is impossible (lines are cut far below).
+    spans: Vec<(Arc<str>, u32, u32)>,
+}
 
 impl Fields {
     /// An empty map.
     pub fn new() -> Self {
-        Fields(Vec::new())
+        Fields { buf: String::new(), spans: Vec::new() }
+    }
+
+    /// An empty map with room for `fields` entries whose values total `bytes`, so that
+    /// filling it does not reallocate.
+    pub fn with_capacity(fields: usize, bytes: usize) -> Self {
+        Fields { buf: String::with_capacity(bytes), spans: Vec::with_capacity(fields) }
+    }
+
+    fn value(&self, start: u32, end: u32) -> &str {
+        // Spans are only ever made from `push_str` boundaries: always in range and on
+        // character boundaries, so this never yields the fallback.
+        self.buf.get(start as usize..end as usize).unwrap_or_default()
     }
 
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| v.as_str())
+        self.spans.iter().find(|(k, _, _)| &**k == key).map(|&(_, s, e)| self.value(s, e))
     }
 
-    /// Sets `key` to `value`, replacing an earlier value.
-    pub fn set(&mut self, key: Arc<str>, value: String) {
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((key, value)),
+    /// Sets `key` to `value`, replacing an earlier value. Accepts `&str` as well as
+    /// `String`: the bytes are copied into the shared buffer either way.
+    pub fn set(&mut self, key: Arc<str>, value: impl AsRef<str>) {
+        let (start, end) = self.append(value.as_ref());
+        self.put(&key, start, end, false);
+    }
+
+    /// Sets `key` to `self`'s bytes `range`, a slice of a value already stored (e.g. a
+    /// capture taken from another field of the same map). Nothing is copied: the new
+    /// entry's span points at those bytes, which stay put since the buffer is only ever
+    /// appended to. Nothing is set when the range is out of bounds or not on character
+    /// boundaries. `key` is compared by pointer, as in [`Fields::set_interned`].
+    pub(crate) fn set_from_self(&mut self, key: &Arc<str>, range: std::ops::Range<usize>) {
+        if self.buf.get(range.clone()).is_none() {
+            return;
+        }
+        self.put(key, to_u32(range.start), to_u32(range.end), true);
+    }
+
+    /// [`Fields::set`] for a key interned by the parser loader: two keys are the same
+    /// name exactly when they are the same allocation, so the search for an earlier
+    /// value compares pointers only. A new key is the common case and would otherwise
+    /// compare its text against every entry.
+    pub(crate) fn set_interned(&mut self, key: &Arc<str>, value: &str) {
+        let (start, end) = self.append(value);
+        self.put(key, start, end, true);
+    }
+
+    /// The byte offset of `key`'s value in the buffer, for [`Fields::set_from_self`].
+    /// Found by pointer, like the parser's interned lookups.
+    pub(crate) fn offset_of_interned(&self, key: &Arc<str>) -> Option<usize> {
+        let want = key.as_ptr();
+        self.spans.iter().find(|(k, _, _)| std::ptr::eq(k.as_ptr(), want)).map(|&(_, s, _)| s as usize)
+    }
+
+    fn append(&mut self, value: &str) -> (u32, u32) {
+        let start = self.buf.len();
+        self.buf.push_str(value);
+        (to_u32(start), to_u32(self.buf.len()))
+    }
+
+    fn put(&mut self, key: &Arc<str>, start: u32, end: u32, interned: bool) {
+        let slot = if interned {
+            self.spans.iter_mut().find(|(k, _, _)| Arc::ptr_eq(k, key))
+        } else {
+            self.spans.iter_mut().find(|(k, _, _)| k == key)
+        };
+        match slot {
+            Some(slot) => {
+                slot.1 = start;
+                slot.2 = end;
+            }
+            None => self.spans.push((key.clone(), start, end)),
         }
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        let pos = self.0.iter().position(|(k, _)| &**k == key)?;
-        Some(self.0.remove(pos).1)
+        let pos = self.spans.iter().position(|(k, _, _)| &**k == key)?;
+        let (_, s, e) = self.spans.remove(pos);
+        Some(self.value(s, e).to_owned())
     }
 
     /// All fields in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (&**k, v.as_str()))
+        self.spans.iter().map(|(k, s, e)| (&**k, self.value(*s, *e)))
     }
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.spans.len()
     }
 
     /// Whether there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.spans.is_empty()
+    }
+}
+
+/// A buffer offset as stored in a span. Values come from lines cut to a bounded length,
+/// so a `Fields` never nears 4 GiB; saturating keeps this total anyway.
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl PartialEq for Fields {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Fields {}
+
+impl std::fmt::Debug for Fields {
+    /// Formats like the former `Fields(Vec<(Arc<str>, String)>)`: `Fields([("k", "v")])`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Entries<'a>(&'a Fields);
+        impl std::fmt::Debug for Entries<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_list().entries(self.0.iter()).finish()
+            }
+        }
+        f.debug_tuple("Fields").field(&Entries(self)).finish()
     }
 }
 

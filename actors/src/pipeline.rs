@@ -41,7 +41,14 @@ impl Pipeline {
         self.stats.lines += 1;
         match self.parsers.parse(line) {
             Ok(event) => {
-                *self.stats.parsed.entry(event.parser.clone()).or_default() += 1;
+                // `get_mut` first: `entry` takes an owned key, a reference-count bump
+                // (an atomic) on every line for a counter that almost always exists.
+                match self.stats.parsed.get_mut(&event.parser) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.stats.parsed.insert(event.parser.clone(), 1);
+                    }
+                }
                 let before = out.len();
                 self.buckets.pour(&event, out);
                 self.count_overflows(&out[before..]);

@@ -36,11 +36,11 @@ fn engine() -> Buckets {
 fn ev(t_ms: i64, meta: &[(&str, &str)], parsed: &[(&str, &str)]) -> Event {
     let mut m = Fields::new();
     for (k, v) in meta {
-        m.set(Arc::from(*k), (*v).to_owned());
+        m.set(Arc::from(*k), *v);
     }
     let mut p = Fields::new();
     for (k, v) in parsed {
-        p.set(Arc::from(*k), (*v).to_owned());
+        p.set(Arc::from(*k), *v);
     }
     Event {
         time: Timestamp(t_ms),

@@ -10,6 +10,7 @@ use crate::event::{Fields, RawLine};
 use palisade_proto::Timestamp;
 use regex::bytes::{CaptureLocations, Regex};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 /// A line being parsed: the raw line and what the stages have set so far.
@@ -26,7 +27,15 @@ pub(crate) struct Work {
 
 impl Work {
     pub(crate) fn new(line: RawLine) -> Self {
-        Work { line, meta: Fields::new(), parsed: Fields::new(), time: None, parser: None }
+        // Room for what the shipped parsers set, so the field buffers are allocated once:
+        // `parsed` holds the line again (`message`) and the request target split up (its
+        // captures share the message's bytes); `meta` a few short values, the path and
+        // the user agent. Over-reserving a little costs nothing measurable; growing
+        // would copy.
+        let len = line.text.len();
+        let parsed = Fields::with_capacity(24, 2 * len + 64);
+        let meta = Fields::with_capacity(12, len + 64);
+        Work { line, meta, parsed, time: None, parser: None }
     }
 
     /// The value of a field, if set.
@@ -39,11 +48,48 @@ impl Work {
     }
 
     /// Sets a field; the raw line itself is never rewritten (load refuses such targets).
-    pub(crate) fn set(&mut self, field: &FieldRef, value: String) {
+    pub(crate) fn set(&mut self, field: &FieldRef, value: &str) {
         match field {
             FieldRef::Line => {}
-            FieldRef::Meta(k) => self.meta.set(k.clone(), value),
-            FieldRef::Parsed(k) => self.parsed.set(k.clone(), value),
+            FieldRef::Meta(k) => self.meta.set_interned(k, value),
+            FieldRef::Parsed(k) => self.parsed.set_interned(k, value),
+        }
+    }
+
+    /// Sets parsed `key` to bytes `range` of `src`'s value (a capture), copying them
+    /// straight from where they are: the line, a meta value, or the parsed buffer itself.
+    /// Nothing is set when `src` is unset or the range is not a `str` slice of it.
+    pub(crate) fn set_parsed_slice<T: Tracer>(
+        &mut self,
+        src: &FieldRef,
+        key: &Arc<str>,
+        range: Range<usize>,
+        t: &mut T,
+    ) {
+        let value = match src {
+            FieldRef::Line => self.line.text.get(range),
+            FieldRef::Meta(k) => lookup(&self.meta, k).and_then(|v| v.get(range)),
+            FieldRef::Parsed(k) => {
+                // Same map: the new entry shares the bytes, by offset.
+                let Some(value) = lookup(&self.parsed, k).and_then(|v| v.get(range.clone())) else {
+                    return;
+                };
+                if T::ON {
+                    t.set(format!("parsed.{key}"), value);
+                }
+                let len = value.len();
+                if let Some(base) = self.parsed.offset_of_interned(k) {
+                    let start = base + range.start;
+                    self.parsed.set_from_self(key, start..start + len);
+                }
+                return;
+            }
+        };
+        if let Some(value) = value {
+            if T::ON {
+                t.set(format!("parsed.{key}"), value);
+            }
+            self.parsed.set_interned(key, value);
         }
     }
 }
@@ -397,33 +443,23 @@ impl RegexNode {
         if self.re.captures_read(locs, hay.as_bytes()).is_none() {
             return Err(if T::ON { "pattern does not match".to_owned() } else { String::new() });
         }
-        // Load refuses captures named like the input field, so `hay` stays the same
-        // string while the captures are stored. The regex works on bytes: a capture
-        // that would cut a UTF-8 character (possible only with `(?-u)` byte classes
-        // next to non-ASCII text) is not a `str` slice and is skipped.
+        // Load refuses captures named like the input field, so the input keeps its value
+        // while the captures are stored. The regex works on bytes: a capture that would
+        // cut a UTF-8 character (possible only with `(?-u)` byte classes next to
+        // non-ASCII text) is not a `str` slice and is skipped.
         for (group, name) in &self.captures {
             let Some((start, end)) = locs.get(*group) else {
                 continue;
             };
-            let Some(value) = w.get(&self.apply_on).and_then(|h| h.get(start..end)) else {
-                continue;
-            };
-            let value = value.to_owned();
-            if T::ON {
-                t.set(format!("parsed.{name}"), &value);
-            }
-            w.parsed.set(name.clone(), value);
+            w.set_parsed_slice(&self.apply_on, name, start..end, t);
         }
         if let (Some(name), Some((_, start))) = (&self.rest, locs.get(0)) {
-            let rest = w.get(&self.apply_on).and_then(|h| h.get(start..)).map(|rest| {
-                let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
-                rest[..end].to_owned()
-            });
-            if let Some(value) = rest {
-                if T::ON {
-                    t.set(format!("parsed.{name}"), &value);
-                }
-                w.parsed.set(name.clone(), value);
+            let end = w
+                .get(&self.apply_on)
+                .and_then(|h| h.as_bytes().get(start..))
+                .map(|rest| start + memchr::memchr(b'\n', rest).unwrap_or(rest.len()));
+            if let Some(end) = end {
+                w.set_parsed_slice(&self.apply_on, name, start..end, t);
             }
         }
         Ok(())
@@ -506,21 +542,46 @@ pub(crate) enum StaticSource {
 
 impl Static {
     fn apply<T: Tracer>(&self, w: &mut Work, t: &mut T) {
-        let value = match &self.source {
-            StaticSource::Value(v) => Some(v.clone()),
-            StaticSource::Capture(name) => lookup(&w.parsed, name)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-                .or_else(|| self.default.clone()),
-            StaticSource::Raw(RawField::Text) => Some(w.line.text.clone()),
-            StaticSource::Raw(RawField::LogType) => Some(w.line.log_type.to_string()),
-            StaticSource::Raw(RawField::Source) => Some(w.line.source.to_string()),
+        // Values are copied straight from where they are (the static, the line, a
+        // capture) into the target's buffer: no intermediate `String`.
+        let Work { line, meta, parsed, .. } = w;
+        let value: Option<&str> = match &self.source {
+            StaticSource::Value(v) => Some(v),
+            StaticSource::Capture(name) => match lookup(parsed, name).filter(|v| !v.is_empty()) {
+                Some(v) => {
+                    if T::ON {
+                        t.set(self.target.to_string(), v);
+                    }
+                    match &self.target {
+                        FieldRef::Line => {}
+                        FieldRef::Meta(k) => meta.set_interned(k, v),
+                        // From parsed into parsed: the entry shares the bytes.
+                        FieldRef::Parsed(k) => {
+                            let len = v.len();
+                            if let Some(start) = parsed.offset_of_interned(name) {
+                                parsed.set_from_self(k, start..start + len);
+                            }
+                        }
+                    }
+                    return;
+                }
+                None => self.default.as_deref(),
+            },
+            StaticSource::Raw(RawField::Text) => Some(&line.text),
+            StaticSource::Raw(RawField::LogType) => Some(&line.log_type),
+            StaticSource::Raw(RawField::Source) => Some(&line.source),
         };
-        if let Some(v) = value {
-            if T::ON {
-                t.set(self.target.to_string(), &v);
-            }
-            w.set(&self.target, v);
+        let Some(v) = value else {
+            return;
+        };
+        if T::ON {
+            t.set(self.target.to_string(), v);
+        }
+        match &self.target {
+            // The raw line itself is never rewritten (load refuses such targets).
+            FieldRef::Line => {}
+            FieldRef::Meta(k) => meta.set_interned(k, v),
+            FieldRef::Parsed(k) => parsed.set_interned(k, v),
         }
     }
 }

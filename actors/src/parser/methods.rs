@@ -1,7 +1,7 @@
 //! The built-in enrichment methods of stage s02: things a regex cannot do (turn a date
 //! into an instant, validate an address, take a URL apart).
 
-use super::engine::{FieldRef, Outcome, Tracer, Work};
+use super::engine::{lookup, FieldRef, Outcome, Tracer, Work};
 use super::timestamp;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -71,29 +71,41 @@ impl Method {
                         if T::ON {
                             t.set(field.to_string(), &canonical);
                         }
-                        w.set(field, canonical);
+                        w.set(field, &canonical);
                         Outcome::Matched
                     }
                     Err(()) => Outcome::Reject(format!("{field} {value:?} is not an IP address")),
                 }
             }
             Method::HttpEnrich { field, static_extensions, names } => {
-                let Some(target) = w.get(field) else {
+                // The target is read where it lives and its parts are copied straight
+                // into `parsed`; only a target that is itself a parsed field (never in
+                // the shipped hub) is copied out first, as it shares `parsed`'s buffer.
+                let own;
+                let (target, parsed) = match field {
+                    FieldRef::Line => (Some(w.line.text.as_str()), &mut w.parsed),
+                    FieldRef::Meta(k) => (lookup(&w.meta, k), &mut w.parsed),
+                    FieldRef::Parsed(_) => {
+                        own = w.get(field).map(str::to_owned);
+                        (own.as_deref(), &mut w.parsed)
+                    }
+                };
+                let Some(target) = target else {
                     return Outcome::NoMatch;
                 };
                 let parts = split_target(target, static_extensions);
                 let parts = [
-                    (&names.args, parts.args.to_owned()),
-                    (&names.dir, parts.dir.to_owned()),
-                    (&names.name, parts.name.to_owned()),
-                    (&names.ext, parts.ext),
-                    (&names.static_ressource, if parts.is_static { "true" } else { "false" }.to_owned()),
+                    (&names.args, parts.args),
+                    (&names.dir, parts.dir),
+                    (&names.name, parts.name),
+                    (&names.ext, parts.ext.as_str()),
+                    (&names.static_ressource, if parts.is_static { "true" } else { "false" }),
                 ];
                 for (name, value) in parts {
                     if T::ON {
-                        t.set(format!("parsed.{name}"), &value);
+                        t.set(format!("parsed.{name}"), value);
                     }
-                    w.parsed.set(name.clone(), value);
+                    parsed.set_interned(name, value);
                 }
                 Outcome::Matched
             }

@@ -11,7 +11,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::RegexSet;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// How a data list is matched against a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,29 +47,96 @@ impl MatchKindFn {
     ];
 }
 
-/// One compiled matcher over one data file.
+/// One compiled matcher over one data file, with a memo of recent results.
 #[derive(Debug)]
-pub(crate) enum Matcher {
+pub(crate) struct Matcher {
+    kind: MatcherKind,
+    /// Results of the scanning kinds (substring, regex) by exact value; `None` for the
+    /// exact kinds, whose lookup already is a single hash probe.
+    memo: Option<Mutex<Memo>>,
+}
+
+/// The compiled form of a list.
+#[derive(Debug)]
+enum MatcherKind {
     Exact(HashSet<String>),
     ExactNoCase(HashSet<String>),
     Substring(Option<AhoCorasick>),
     Regex(RegexSet),
 }
 
+/// Entries a [`Memo`] holds before it starts over.
+const MEMO_CAPACITY: usize = 4096;
+/// Longer values are scanned every time, which bounds the memo's memory (about
+/// `MEMO_CAPACITY * MEMO_MAX_LEN` bytes per list at worst) and keeps out the long,
+/// one-off values attackers write, which would only evict the recurring ones.
+const MEMO_MAX_LEN: usize = 256;
+
+/// Recent results of one matcher, keyed by the exact value.
+///
+/// Real traffic repeats itself: a few dozen user agents make most of a site's
+/// requests, and popular paths recur, while scanning a 110-byte user agent with an
+/// Aho-Corasick automaton of a few hundred entries costs far more than hashing it.
+/// Results are exact (the full value is the key), so the memo never changes an answer.
+/// It is bounded by simply clearing it when full: no eviction bookkeeping on the hot
+/// path, and a working set that fits refills within a few thousand lines. The hasher
+/// is randomly seeded, so values an attacker chooses cannot be made to collide.
+#[derive(Debug)]
+struct Memo {
+    map: hashbrown::HashMap<Box<str>, bool, foldhash::fast::RandomState>,
+}
+
+impl Memo {
+    fn new() -> Self {
+        Memo { map: hashbrown::HashMap::with_hasher(foldhash::fast::RandomState::default()) }
+    }
+}
+
 impl Matcher {
+    fn new(kind: MatcherKind) -> Self {
+        let memo = match kind {
+            MatcherKind::Substring(_) | MatcherKind::Regex(_) => Some(Mutex::new(Memo::new())),
+            MatcherKind::Exact(_) | MatcherKind::ExactNoCase(_) => None,
+        };
+        Matcher { kind, memo }
+    }
+
     /// Whether `value` matches the list.
+    ///
+    /// The memo sits behind a mutex because scenarios (and their matchers) are shared
+    /// between pipelines; each pipeline is single-threaded, so the lock is normally
+    /// uncontended, and a caller that finds it taken (or poisoned) just scans.
     pub(crate) fn is_match(&self, value: &str) -> bool {
-        match self {
-            Matcher::Exact(set) => set.contains(value),
-            Matcher::ExactNoCase(set) => {
+        let Some(memo) = self.memo.as_ref().filter(|_| value.len() <= MEMO_MAX_LEN) else {
+            return self.scan(value);
+        };
+        let Ok(mut memo) = memo.try_lock() else {
+            return self.scan(value);
+        };
+        if let Some(&hit) = memo.map.get(value) {
+            return hit;
+        }
+        let result = self.scan(value);
+        if memo.map.len() >= MEMO_CAPACITY {
+            memo.map.clear();
+        }
+        memo.map.insert(value.into(), result);
+        result
+    }
+
+    /// Matches without the memo.
+    fn scan(&self, value: &str) -> bool {
+        match &self.kind {
+            MatcherKind::Exact(set) => set.contains(value),
+            MatcherKind::ExactNoCase(set) => {
                 if value.bytes().any(|b| b.is_ascii_uppercase()) {
                     set.contains(&value.to_ascii_lowercase())
                 } else {
                     set.contains(value)
                 }
             }
-            Matcher::Substring(ac) => ac.as_ref().is_some_and(|ac| ac.is_match(value)),
-            Matcher::Regex(set) => set.is_match(value),
+            MatcherKind::Substring(ac) => ac.as_ref().is_some_and(|ac| ac.is_match(value)),
+            MatcherKind::Regex(set) => set.is_match(value),
         }
     }
 }
@@ -120,20 +187,20 @@ impl DataLists {
             )));
         };
         let matcher = match kind {
-            MatchKindFn::Exact => Matcher::Exact(entries.iter().map(|(_, e)| e.clone()).collect()),
+            MatchKindFn::Exact => MatcherKind::Exact(entries.iter().map(|(_, e)| e.clone()).collect()),
             MatchKindFn::ExactNoCase => {
-                Matcher::ExactNoCase(entries.iter().map(|(_, e)| e.to_ascii_lowercase()).collect())
+                MatcherKind::ExactNoCase(entries.iter().map(|(_, e)| e.to_ascii_lowercase()).collect())
             }
             MatchKindFn::Substring => {
                 if entries.is_empty() {
-                    Matcher::Substring(None)
+                    MatcherKind::Substring(None)
                 } else {
                     let ac = AhoCorasickBuilder::new()
                         .ascii_case_insensitive(true)
                         .match_kind(MatchKind::LeftmostFirst)
                         .build(entries.iter().map(|(_, e)| e.as_str()))
                         .map_err(|e| LoadErr::Hub(HubError::new(path.clone(), None, e.to_string())))?;
-                    Matcher::Substring(Some(ac))
+                    MatcherKind::Substring(Some(ac))
                 }
             }
             MatchKindFn::Regex => {
@@ -148,10 +215,10 @@ impl DataLists {
                 }
                 let set = RegexSet::new(entries.iter().map(|(_, e)| e.as_str()))
                     .map_err(|e| LoadErr::Hub(HubError::new(path.clone(), None, e.to_string())))?;
-                Matcher::Regex(set)
+                MatcherKind::Regex(set)
             }
         };
-        let matcher = Arc::new(matcher);
+        let matcher = Arc::new(Matcher::new(matcher));
         self.matchers.insert((name.to_owned(), kind), matcher.clone());
         Ok(matcher)
     }
