@@ -14,3 +14,5 @@ echo "== cargo clippy"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --release --locked --workspace --no-fail-fast
+echo "== consensus targets on the full-size scenarios (slow, ~10 s)"
+cargo test --release --locked -p palisade-sim --test targets -- --ignored
