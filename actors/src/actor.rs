@@ -138,8 +138,10 @@ impl DecisionActor {
         DecisionActor { engine, store, outbox_keep, clock }
     }
 
-    /// Persists the engine's changes plus `extra`, retrying until the store takes them:
-    /// a failing disk stalls the node (and is logged) rather than losing decisions.
+    /// Persists the engine's changes plus `extra`, retrying a few times with backoff.
+    /// When the store keeps failing, the decision changes go back to the engine so the
+    /// next commit carries them, and the error is returned: the bridge then stops the
+    /// node rather than read on with lines whose results cannot be kept.
     fn persist(&mut self, mut extra: Commit) -> Result<(), StoreError> {
         extra.decisions = self.engine.take_changes();
         extra.last_decision_id = (!extra.decisions.upserts.is_empty()).then(|| self.engine.last_id());
@@ -159,7 +161,10 @@ impl DecisionActor {
                     delay *= 2;
                     attempts += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.engine.requeue(extra.decisions);
+                    return Err(e);
+                }
             }
         }
     }
@@ -267,5 +272,57 @@ impl Handler<Tick> for DecisionActor {
         let report = self.engine.tick((self.clock)());
         self.persist(Commit::default())?;
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{Allowlist, DecisionConfig, StoredDecisions};
+    use crate::event::Remediation;
+    use crate::store::MemStore;
+    use palisade_proto::{DecisionType, Scope};
+    use std::collections::BTreeMap;
+
+    fn overflow(value: &str) -> Overflow {
+        Overflow {
+            scenario: "palisade/ssh-bf".into(),
+            scope: Scope::Ip,
+            value: value.into(),
+            group_key: value.into(),
+            events_count: 6,
+            first_at: Timestamp(0),
+            last_at: Timestamp(0),
+            remediation: Some(Remediation { kind: DecisionType::Ban, duration: None }),
+            confidence: 3,
+            labels: Arc::new(BTreeMap::new()),
+        }
+    }
+
+    fn clock() -> Timestamp {
+        Timestamp(1_000)
+    }
+
+    #[actix_rt::test]
+    async fn a_failing_store_loses_no_decision() {
+        let store = Arc::new(MemStore::new());
+        let policy = DecisionConfig::default().compile().unwrap();
+        let engine =
+            DecisionEngine::new(policy, Allowlist::default(), StoredDecisions::default(), clock(), 1);
+        let actor = DecisionActor::new(engine, store.clone(), 10, clock).start();
+        store.fail_commits(true);
+        let apply = ApplyOverflows {
+            overflows: Arc::new(vec![overflow("198.51.100.7")]),
+            signals: vec![],
+            checkpoint: None,
+        };
+        assert!(actor.send(apply).await.unwrap().is_err(), "the failure is reported");
+        assert!(store.load_decisions().unwrap().decisions.is_empty());
+        store.fail_commits(false);
+        actor.send(Tick).await.unwrap().unwrap();
+        let stored = store.load_decisions().unwrap();
+        assert_eq!(stored.decisions.len(), 1, "the next commit carried the requeued decision");
+        assert_eq!(stored.decisions[0].value, "198.51.100.7");
+        assert_eq!(stored.last_id, 1);
     }
 }

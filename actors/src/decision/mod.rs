@@ -231,6 +231,15 @@ impl DecisionEngine {
         std::mem::take(&mut self.changes)
     }
 
+    /// Gives back changes that could not be persisted, ahead of any made since, so the
+    /// next [`take_changes`](Self::take_changes) returns them all in order.
+    pub fn requeue(&mut self, mut older: Changes) {
+        older.upserts.append(&mut self.changes.upserts);
+        older.removed.append(&mut self.changes.removed);
+        older.offences.append(&mut self.changes.offences);
+        self.changes = older;
+    }
+
     /// Applies the profiles to an overflow.
     pub fn on_overflow(&mut self, overflow: &Overflow, now: Timestamp) -> Verdict {
         let Some(remediation) = &overflow.remediation else {

@@ -202,3 +202,17 @@ fn restart_restores_state_and_ids_never_repeat() {
     let d = again.on_overflow(&overflow("a", "198.51.100.1"), t(5 * H)).decision().unwrap().clone();
     assert_eq!(d.until, t(13 * H));
 }
+
+#[test]
+fn unpersisted_changes_can_be_requeued_in_order() {
+    let mut e = engine(DecisionConfig::default());
+    e.on_overflow(&overflow("a", "198.51.100.1"), t(0));
+    let failed = e.take_changes();
+    e.on_overflow(&overflow("a", "198.51.100.2"), t(1));
+    e.requeue(failed);
+    let all = e.take_changes();
+    let values: Vec<&str> = all.upserts.iter().map(|d| d.value.as_str()).collect();
+    assert_eq!(values, ["198.51.100.1", "198.51.100.2"]);
+    assert_eq!(all.offences.len(), 2);
+    assert!(e.take_changes().is_empty());
+}
