@@ -2,8 +2,9 @@
 
 use palisade_proto::{DecisionType, Scope, Timestamp};
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One line as a source read it.
@@ -39,10 +40,55 @@ pub struct Checkpoint {
     pub value: Vec<u8>,
 }
 
+/// The one `&'static str` of the field name `name`, the same allocation on every call.
+///
+/// The parser loader interns every field name it compiles through this, so the engine
+/// can store, copy and compare names as plain `&'static str`s (by address): a parsed
+/// line sets some twenty-five fields, and with `Arc<str>` names each one was an atomic
+/// increment on set and a decrement on drop. Each distinct name is leaked once for the
+/// life of the process, on purpose: names come from the parser files, a small set fixed
+/// at load time (a reload interns the same names again and gets the same strings back),
+/// so the leak is bounded by the distinct names ever loaded, a few hundred bytes.
+pub(crate) fn intern_field_name(name: &str) -> &'static str {
+    static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let names = names.get_or_insert_with(HashSet::new);
+    if let Some(&s) = names.get(name) {
+        return s;
+    }
+    let s: &'static str = Box::leak(Box::from(name));
+    names.insert(s);
+    s
+}
+
+/// A field name as [`Fields`] stores it: interned (see [`intern_field_name`]), which
+/// copies for free, or any shared name a caller of [`Fields::set`] passes.
+#[derive(Clone)]
+enum Key {
+    Interned(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Key {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Interned(s) => s,
+            Key::Shared(s) => s,
+        }
+    }
+
+    /// Whether this is the interned name `want`: compared by address (and length), so
+    /// a `Shared` key, another allocation, never is.
+    fn is(&self, want: &'static str) -> bool {
+        matches!(self, Key::Interned(s) if std::ptr::eq(*s, want))
+    }
+}
+
 /// A small ordered map from field names to string values.
 ///
 /// Events carry a dozen fields at most, so a vector with linear lookup beats a hash map
-/// and keeps cloning cheap; names are shared `Arc<str>`s from the parser definitions.
+/// and keeps cloning cheap; names are interned `&'static str`s from the parser
+/// definitions (see [`intern_field_name`]).
 ///
 /// All values live in one `String` buffer and each entry records its value's byte span
 /// in it: a parsed line sets about twenty fields, and one buffer (sized once, see
@@ -56,8 +102,8 @@ pub struct Fields {
     /// Every value, back to back (plus the garbage of replaced ones).
     buf: String,
     /// (name, start, end) of each value in `buf`, in insertion order. `u32` offsets keep
-    /// an entry at 24 bytes; a buffer over 4 GiB is impossible (lines are cut far below).
-    spans: Vec<(Arc<str>, u32, u32)>,
+    /// an entry small; a buffer over 4 GiB is impossible (lines are cut far below).
+    spans: Vec<(Key, u32, u32)>,
 }
 
 impl Fields {
@@ -80,42 +126,53 @@ impl Fields {
 
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.spans.iter().find(|(k, _, _)| &**k == key).map(|&(_, s, e)| self.value(s, e))
+        self.spans.iter().find(|(k, _, _)| k.as_str() == key).map(|(_, s, e)| self.value(*s, *e))
+    }
+
+    /// The value of the interned name `key`, if set, found by address: within one parse
+    /// two interned names are the same name exactly when they are the same string.
+    pub(crate) fn get_interned(&self, key: &'static str) -> Option<&str> {
+        self.spans.iter().find(|(k, _, _)| k.is(key)).map(|(_, s, e)| self.value(*s, *e))
     }
 
     /// Sets `key` to `value`, replacing an earlier value. Accepts `&str` as well as
     /// `String`: the bytes are copied into the shared buffer either way.
     pub fn set(&mut self, key: Arc<str>, value: impl AsRef<str>) {
         let (start, end) = self.append(value.as_ref());
-        self.put(&key, start, end, false);
+        match self.spans.iter_mut().find(|(k, _, _)| k.as_str() == &*key) {
+            Some(slot) => {
+                slot.1 = start;
+                slot.2 = end;
+            }
+            None => self.spans.push((Key::Shared(key), start, end)),
+        }
     }
 
     /// Sets `key` to `self`'s bytes `range`, a slice of a value already stored (e.g. a
     /// capture taken from another field of the same map). Nothing is copied: the new
     /// entry's span points at those bytes, which stay put since the buffer is only ever
     /// appended to. Nothing is set when the range is out of bounds or not on character
-    /// boundaries. `key` is compared by pointer, as in [`Fields::set_interned`].
-    pub(crate) fn set_from_self(&mut self, key: &Arc<str>, range: std::ops::Range<usize>) {
+    /// boundaries. `key` is compared by address, as in [`Fields::set_interned`].
+    pub(crate) fn set_from_self(&mut self, key: &'static str, range: std::ops::Range<usize>) {
         if self.buf.get(range.clone()).is_none() {
             return;
         }
-        self.put(key, to_u32(range.start), to_u32(range.end), true);
+        self.put(key, to_u32(range.start), to_u32(range.end));
     }
 
-    /// [`Fields::set`] for a key interned by the parser loader: two keys are the same
-    /// name exactly when they are the same allocation, so the search for an earlier
-    /// value compares pointers only. A new key is the common case and would otherwise
+    /// [`Fields::set`] for a key interned by [`intern_field_name`]: two keys are the
+    /// same name exactly when they are the same string, so the search for an earlier
+    /// value compares addresses only. A new key is the common case and would otherwise
     /// compare its text against every entry.
-    pub(crate) fn set_interned(&mut self, key: &Arc<str>, value: &str) {
+    pub(crate) fn set_interned(&mut self, key: &'static str, value: &str) {
         let (start, end) = self.append(value);
-        self.put(key, start, end, true);
+        self.put(key, start, end);
     }
 
     /// The byte offset of `key`'s value in the buffer, for [`Fields::set_from_self`].
-    /// Found by pointer, like the parser's interned lookups.
-    pub(crate) fn offset_of_interned(&self, key: &Arc<str>) -> Option<usize> {
-        let want = key.as_ptr();
-        self.spans.iter().find(|(k, _, _)| std::ptr::eq(k.as_ptr(), want)).map(|&(_, s, _)| s as usize)
+    /// Found by address, like the parser's interned lookups.
+    pub(crate) fn offset_of_interned(&self, key: &'static str) -> Option<usize> {
+        self.spans.iter().find(|(k, _, _)| k.is(key)).map(|&(_, s, _)| s as usize)
     }
 
     fn append(&mut self, value: &str) -> (u32, u32) {
@@ -124,31 +181,27 @@ impl Fields {
         (to_u32(start), to_u32(self.buf.len()))
     }
 
-    fn put(&mut self, key: &Arc<str>, start: u32, end: u32, interned: bool) {
-        let slot = if interned {
-            self.spans.iter_mut().find(|(k, _, _)| Arc::ptr_eq(k, key))
-        } else {
-            self.spans.iter_mut().find(|(k, _, _)| k == key)
-        };
-        match slot {
+    /// Points interned `key` at `start..end`, replacing its earlier value.
+    fn put(&mut self, key: &'static str, start: u32, end: u32) {
+        match self.spans.iter_mut().find(|(k, _, _)| k.is(key)) {
             Some(slot) => {
                 slot.1 = start;
                 slot.2 = end;
             }
-            None => self.spans.push((key.clone(), start, end)),
+            None => self.spans.push((Key::Interned(key), start, end)),
         }
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        let pos = self.spans.iter().position(|(k, _, _)| &**k == key)?;
+        let pos = self.spans.iter().position(|(k, _, _)| k.as_str() == key)?;
         let (_, s, e) = self.spans.remove(pos);
         Some(self.value(s, e).to_owned())
     }
 
     /// All fields in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.spans.iter().map(|(k, s, e)| (&**k, self.value(*s, *e)))
+        self.spans.iter().map(|(k, s, e)| (k.as_str(), self.value(*s, *e)))
     }
 
     /// Number of fields.

@@ -62,7 +62,7 @@ impl Work {
     pub(crate) fn set_parsed_slice<T: Tracer>(
         &mut self,
         src: &FieldRef,
-        key: &Arc<str>,
+        key: &'static str,
         range: Range<usize>,
         t: &mut T,
     ) {
@@ -94,15 +94,15 @@ impl Work {
     }
 }
 
-/// The value of an interned field name in `fields`, found by pointer.
+/// The value of an interned field name in `fields`, found by address.
 ///
-/// Every key the engine stores comes from the load-time [`Interner`](super::load::Interner)
-/// (captures, static targets, method outputs), so within one parse two keys are the same
-/// name exactly when they are the same allocation. Comparing addresses instead of text
-/// skips a `memcmp` per entry, and field lookups run a few dozen times per line.
-pub(crate) fn lookup<'a>(fields: &'a Fields, key: &Arc<str>) -> Option<&'a str> {
-    let want = key.as_ptr();
-    fields.iter().find(|(k, _)| std::ptr::eq(k.as_ptr(), want)).map(|(_, v)| v)
+/// Every key the engine stores is interned at load (captures, static targets, method
+/// outputs; see [`intern_field_name`](crate::event::intern_field_name)), so within one
+/// parse two keys are the same name exactly when they are the same string. Comparing
+/// addresses instead of text skips a `memcmp` per entry, and field lookups run a few
+/// dozen times per line.
+pub(crate) fn lookup<'a>(fields: &'a Fields, key: &'static str) -> Option<&'a str> {
+    fields.get_interned(key)
 }
 
 /// Where a node reads its input or a static writes its output.
@@ -110,8 +110,10 @@ pub(crate) fn lookup<'a>(fields: &'a Fields, key: &Arc<str>) -> Option<&'a str> 
 pub(crate) enum FieldRef {
     /// The raw line's text.
     Line,
-    Meta(Arc<str>),
-    Parsed(Arc<str>),
+    /// An interned meta field name.
+    Meta(&'static str),
+    /// An interned parsed field name.
+    Parsed(&'static str),
 }
 
 impl std::fmt::Display for FieldRef {
@@ -173,11 +175,11 @@ pub(crate) struct Stage {
     /// Parsers whose filter does not name programs (they see every line).
     pub generic: Vec<u32>,
     /// The interned `program` field name, for [`lookup`].
-    pub program: Arc<str>,
+    pub program: &'static str,
 }
 
 impl Stage {
-    pub(crate) fn new(name: Arc<str>, parsers: Vec<Parser>, program: Arc<str>) -> Self {
+    pub(crate) fn new(name: Arc<str>, parsers: Vec<Parser>, program: &'static str) -> Self {
         let mut by_program: HashMap<Box<str>, Vec<u32>> = HashMap::new();
         let mut generic = Vec::new();
         for (i, p) in parsers.iter().enumerate() {
@@ -214,7 +216,7 @@ impl Stage {
         let by_prog: &[u32] = if T::ON {
             &[]
         } else {
-            lookup(&w.parsed, &self.program)
+            lookup(&w.parsed, self.program)
                 .and_then(|p| self.by_program.get(p))
                 .map(Vec::as_slice)
                 .unwrap_or(&[])
@@ -367,7 +369,7 @@ pub(crate) struct RegexNode {
     /// literals, a `starts_with` check rejects most lines for the price of a `memcmp`.
     pub prefixes: Option<Prefixes>,
     /// (group index, field name) of every named group.
-    pub captures: Vec<(usize, Arc<str>)>,
+    pub captures: Vec<(usize, &'static str)>,
     /// Capture slots kept between lines: making them allocates and bumps a reference
     /// count, a noticeable share of a short line. Parsing is single-threaded per
     /// pipeline, so the lock is uncontended; a thread that finds it taken (or poisoned)
@@ -377,7 +379,7 @@ pub(crate) struct RegexNode {
     /// `(?P<rest>.*)`: `re` is the pattern without it, and the value is cut from the end
     /// of the match to the next `\n` (what `.*` would match), without the regex
     /// stepping through it.
-    pub rest: Option<Arc<str>>,
+    pub rest: Option<&'static str>,
 }
 
 /// The literals a node's matches must start with (see [`RegexNode::prefixes`]).
@@ -536,7 +538,7 @@ pub(crate) struct Static {
 pub(crate) enum StaticSource {
     Value(String),
     /// A parsed field (every named capture is one).
-    Capture(Arc<str>),
+    Capture(&'static str),
     Raw(RawField),
 }
 
@@ -592,7 +594,7 @@ pub(crate) struct Filter {
     pub programs: Option<Vec<Box<str>>>,
     pub conds: Vec<Cond>,
     /// The interned `program` field name, for [`lookup`].
-    pub program: Arc<str>,
+    pub program: &'static str,
 }
 
 pub(crate) enum Cond {
@@ -606,24 +608,24 @@ pub(crate) enum Cond {
 impl Filter {
     pub(crate) fn accepts(&self, w: &Work) -> bool {
         if let Some(progs) = &self.programs {
-            match lookup(&w.parsed, &self.program) {
+            match lookup(&w.parsed, self.program) {
                 Some(p) if progs.iter().any(|x| &**x == p) => {}
                 _ => return false,
             }
         }
-        self.conds.iter().all(|c| c.holds(w, &self.program))
+        self.conds.iter().all(|c| c.holds(w, self.program))
     }
 
     /// Why `accepts` is false, for `explain`.
     pub(crate) fn rejection(&self, w: &Work) -> String {
         if let Some(progs) = &self.programs {
-            let p = lookup(&w.parsed, &self.program);
+            let p = lookup(&w.parsed, self.program);
             if !p.is_some_and(|p| progs.iter().any(|x| &**x == p)) {
                 return format!("program {} is not one of {}", quote(p), list(progs));
             }
         }
         for c in &self.conds {
-            if !c.holds(w, &self.program) {
+            if !c.holds(w, self.program) {
                 return match c {
                     Cond::LogType(v) => {
                         format!("log type {:?} is not one of {}", &*w.line.log_type, list(v))
@@ -634,7 +636,7 @@ impl Filter {
                     Cond::ProgramPrefix(v) => {
                         format!(
                             "program {} does not start with any of {}",
-                            quote(lookup(&w.parsed, &self.program)),
+                            quote(lookup(&w.parsed, self.program)),
                             list(v)
                         )
                     }
@@ -663,7 +665,7 @@ fn list(v: &[Box<str>]) -> String {
 
 impl Cond {
     /// Whether the condition holds; `program` is the interned `program` field name.
-    fn holds(&self, w: &Work, program: &Arc<str>) -> bool {
+    fn holds(&self, w: &Work, program: &'static str) -> bool {
         match self {
             Cond::LogType(v) => v.iter().any(|x| **x == *w.line.log_type),
             Cond::NotLogType(v) => !v.iter().any(|x| **x == *w.line.log_type),

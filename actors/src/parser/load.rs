@@ -7,6 +7,7 @@ use super::engine::{
 };
 use super::methods::{HttpNames, Method};
 use super::patterns::{expand, PatternLibrary};
+use crate::event::intern_field_name;
 use crate::hub::{HubError, HubFile};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, Hir, HirKind, Look};
@@ -38,6 +39,13 @@ impl Interner {
         let a: Arc<str> = Arc::from(s);
         self.0.insert(s.to_owned(), a.clone());
         a
+    }
+
+    /// The interned field name `s`, a `&'static str` shared by every parser (see
+    /// [`intern_field_name`]): field names are copied and compared by address on the
+    /// hot path, parser and stage names keep their `Arc<str>` (see [`Interner::get`]).
+    pub(crate) fn field(&mut self, s: &str) -> &'static str {
+        intern_field_name(s)
     }
 }
 
@@ -93,7 +101,7 @@ pub(crate) fn load(files: &[HubFile]) -> Result<Vec<Stage>, HubError> {
                 parsers.push(parser);
             }
         }
-        stages.push(Stage::new(stage_name, parsers, interner.get("program")));
+        stages.push(Stage::new(stage_name, parsers, interner.field("program")));
     }
     Ok(stages)
 }
@@ -227,18 +235,18 @@ fn compile_filter(f: FilterConfig, interner: &mut Interner) -> Filter {
         conds.push(Cond::ProgramPrefix(boxed(v)));
     }
     for (k, v) in f.meta {
-        conds.push(Cond::Is(FieldRef::Meta(interner.get(&k)), boxed(v)));
+        conds.push(Cond::Is(FieldRef::Meta(interner.field(&k)), boxed(v)));
     }
     for (k, v) in f.parsed {
-        conds.push(Cond::Is(FieldRef::Parsed(interner.get(&k)), boxed(v)));
+        conds.push(Cond::Is(FieldRef::Parsed(interner.field(&k)), boxed(v)));
     }
     for k in f.has_meta {
-        conds.push(Cond::Has(FieldRef::Meta(interner.get(&k))));
+        conds.push(Cond::Has(FieldRef::Meta(interner.field(&k))));
     }
     for k in f.has_parsed {
-        conds.push(Cond::Has(FieldRef::Parsed(interner.get(&k))));
+        conds.push(Cond::Has(FieldRef::Parsed(interner.field(&k))));
     }
-    Filter { programs: f.program.map(boxed), conds, program: interner.get("program") }
+    Filter { programs: f.program.map(boxed), conds, program: interner.field("program") }
 }
 
 /// `line`, `meta.x`, `parsed.x` or bare `x` (parsed).
@@ -247,11 +255,11 @@ fn field_ref(s: &str, interner: &mut Interner) -> Result<FieldRef, String> {
     let r = if s == "line" {
         FieldRef::Line
     } else if let Some(k) = s.strip_prefix("meta.") {
-        FieldRef::Meta(interner.get(k))
+        FieldRef::Meta(interner.field(k))
     } else if let Some(k) = s.strip_prefix("parsed.") {
-        FieldRef::Parsed(interner.get(k))
+        FieldRef::Parsed(interner.field(k))
     } else {
-        FieldRef::Parsed(interner.get(s))
+        FieldRef::Parsed(interner.field(s))
     };
     match &r {
         FieldRef::Meta(k) | FieldRef::Parsed(k) if k.is_empty() => Err(format!("empty field name in {s:?}")),
@@ -291,15 +299,15 @@ fn compile_node(
                 .size_limit(32 << 20)
                 .build()
                 .map_err(|e| err(format!("bad regex: {e}")))?;
-            let mut captures: Vec<(usize, Arc<str>)> = Vec::new();
+            let mut captures: Vec<(usize, &'static str)> = Vec::new();
             for (i, name) in re.capture_names().enumerate() {
                 let Some(name) = name else { continue };
-                if apply_on == FieldRef::Parsed(Arc::from(name)) {
+                if matches!(apply_on, FieldRef::Parsed(k) if k == name) {
                     return Err(err(format!(
                         "capture {name:?} would overwrite the field the pattern applies on; rename the capture"
                     )));
                 }
-                captures.push((i, interner.get(name)));
+                captures.push((i, interner.field(name)));
             }
             // `...(?P<message>.*)`: the regex stops before the rest of the line, which
             // is then cut without it (see `RegexNode::rest`).
@@ -359,11 +367,11 @@ fn compile_node(
                         field,
                         static_extensions,
                         names: HttpNames {
-                            args: interner.get("http_args"),
-                            dir: interner.get("file_dir"),
-                            name: interner.get("file_name"),
-                            ext: interner.get("file_ext"),
-                            static_ressource: interner.get("static_ressource"),
+                            args: interner.field("http_args"),
+                            dir: interner.field("file_dir"),
+                            name: interner.field("file_name"),
+                            ext: interner.field("file_ext"),
+                            static_ressource: interner.field("static_ressource"),
                         },
                     }
                 }
@@ -395,8 +403,8 @@ fn compile_statics(
     let mut out = Vec::with_capacity(list.len());
     for s in list {
         let target = match (&s.meta, &s.parsed) {
-            (Some(k), None) => FieldRef::Meta(interner.get(k)),
-            (None, Some(k)) => FieldRef::Parsed(interner.get(k)),
+            (Some(k), None) => FieldRef::Meta(interner.field(k)),
+            (None, Some(k)) => FieldRef::Parsed(interner.field(k)),
             _ => {
                 let line = s.meta.as_deref().or(s.parsed.as_deref()).and_then(|k| ctx.line_of(k));
                 return Err(ctx.err(line, "a static sets exactly one of meta: <key> or parsed: <key>"));
@@ -405,7 +413,7 @@ fn compile_statics(
         let key_line = ctx.line_of(&target.to_string().replace('.', ": "));
         let source = match (s.value, s.capture, s.raw) {
             (Some(v), None, None) => StaticSource::Value(v),
-            (None, Some(c), None) => StaticSource::Capture(interner.get(&c)),
+            (None, Some(c), None) => StaticSource::Capture(interner.field(&c)),
             (None, None, Some(r)) => StaticSource::Raw(r),
             _ => {
                 return Err(ctx.err(

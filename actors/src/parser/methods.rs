@@ -5,7 +5,6 @@ use super::engine::{lookup, FieldRef, Outcome, Tracer, Work};
 use super::timestamp;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 /// A compiled method node.
 pub(crate) enum Method {
@@ -23,11 +22,11 @@ pub(crate) enum Method {
 
 /// Interned names of the fields `http_enrich` sets.
 pub(crate) struct HttpNames {
-    pub args: Arc<str>,
-    pub dir: Arc<str>,
-    pub name: Arc<str>,
-    pub ext: Arc<str>,
-    pub static_ressource: Arc<str>,
+    pub args: &'static str,
+    pub dir: &'static str,
+    pub name: &'static str,
+    pub ext: &'static str,
+    pub static_ressource: &'static str,
 }
 
 impl Method {
@@ -95,11 +94,11 @@ impl Method {
                 };
                 let parts = split_target(target, static_extensions);
                 let parts = [
-                    (&names.args, parts.args),
-                    (&names.dir, parts.dir),
-                    (&names.name, parts.name),
-                    (&names.ext, parts.ext.as_str()),
-                    (&names.static_ressource, if parts.is_static { "true" } else { "false" }),
+                    (names.args, parts.args),
+                    (names.dir, parts.dir),
+                    (names.name, parts.name),
+                    (names.ext, parts.ext.as_str()),
+                    (names.static_ressource, if parts.is_static { "true" } else { "false" }),
                 ];
                 for (name, value) in parts {
                     if T::ON {

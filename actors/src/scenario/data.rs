@@ -81,15 +81,49 @@ const MEMO_MAX_LEN: usize = 256;
 /// It is bounded by simply clearing it when full: no eviction bookkeeping on the hot
 /// path, and a working set that fits refills within a few thousand lines. The hasher
 /// is randomly seeded, so values an attacker chooses cannot be made to collide.
+///
+/// Every memo hashes with one process-wide hasher ([`memo_hash`]), so a value checked
+/// against several lists (an event's path meets four or five of them, often through a
+/// `url_decode` that changed nothing) is hashed once, not once per list.
 #[derive(Debug)]
 struct Memo {
-    map: hashbrown::HashMap<Box<str>, bool, foldhash::fast::RandomState>,
+    /// (value, result), found by [`memo_hash`] of the value.
+    map: hashbrown::HashTable<(Box<str>, bool)>,
 }
 
 impl Memo {
     fn new() -> Self {
-        Memo { map: hashbrown::HashMap::with_hasher(foldhash::fast::RandomState::default()) }
+        Memo { map: hashbrown::HashTable::new() }
     }
+}
+
+/// The hash of `value` for every [`Memo`], with the last value hashed on this thread
+/// remembered: the filters of one event ask for the same value against list after
+/// list, and comparing it with the previous one is cheaper than hashing it again. The
+/// cache is keyed by the full text, so a hit is always the value's true hash. The
+/// hasher is randomly seeded once per process, so attackers still cannot aim for
+/// collisions.
+fn memo_hash(value: &str) -> u64 {
+    use std::cell::RefCell;
+    use std::hash::BuildHasher;
+    use std::sync::OnceLock;
+    static HASHER: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    thread_local! {
+        static LAST: RefCell<(String, u64)> = const { RefCell::new((String::new(), 0)) };
+    }
+    let hash = || HASHER.get_or_init(foldhash::fast::RandomState::default).hash_one(value);
+    LAST.try_with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return hash();
+        };
+        if last.0 != value {
+            last.1 = hash();
+            last.0.clear();
+            last.0.push_str(value);
+        }
+        last.1
+    })
+    .unwrap_or_else(|_| hash())
 }
 
 impl Matcher {
@@ -113,14 +147,15 @@ impl Matcher {
         let Ok(mut memo) = memo.try_lock() else {
             return self.scan(value);
         };
-        if let Some(&hit) = memo.map.get(value) {
+        let hash = memo_hash(value);
+        if let Some(&(_, hit)) = memo.map.find(hash, |(k, _)| **k == *value) {
             return hit;
         }
         let result = self.scan(value);
         if memo.map.len() >= MEMO_CAPACITY {
             memo.map.clear();
         }
-        memo.map.insert(value.into(), result);
+        memo.map.insert_unique(hash, (value.into(), result), |(k, _)| memo_hash(k));
         result
     }
 
