@@ -668,25 +668,11 @@ impl Buckets {
     /// watermark.
     fn expire(&mut self, out: &mut Vec<Overflow>) {
         let now = self.watermark;
-        while let Some(&Reverse((deadline, i, generation, hash))) = self.due.peek() {
-            if deadline >= now {
-                break;
-            }
-            self.due.pop();
-            let idx = i as usize;
-            let Ok(e) = self.live[idx].find_entry(hash, |b| b.generation == generation) else {
-                continue;
-            };
-            if e.get().deadline > deadline {
-                self.due.push(Reverse((e.get().deadline, i, generation, hash)));
-                continue;
-            }
-            let (b, _) = e.remove();
-            self.live_count -= 1;
+        while let Some((idx, b)) = self.pop_earliest(Some(now)) {
             if self.scenarios.list[idx].kind == BucketType::Counter {
                 let scenarios = self.scenarios.clone();
                 let sc = &scenarios.list[idx];
-                self.emit(sc, i, &b.key, b.value, b.count, b.first, b.last, out);
+                self.emit(sc, idx as u32, &b.key, b.value, b.count, b.first, b.last, out);
             } else {
                 self.stats[idx].underflowed += 1;
             }
@@ -707,7 +693,21 @@ impl Buckets {
 
     /// Drops the live bucket closest to its deadline, to make room.
     fn evict_one(&mut self) {
-        while let Some(Reverse((deadline, i, generation, hash))) = self.due.pop() {
+        if let Some((idx, _)) = self.pop_earliest(None) {
+            self.stats[idx].evicted += 1;
+        }
+    }
+
+    /// Removes and returns (scenario index, bucket) of the live bucket with the earliest
+    /// deadline, if that deadline is before `before` (any deadline when `None`). Heap entries are not updated when a
+    /// bucket's deadline moves or the bucket goes: a stale entry is skipped, and one whose
+    /// bucket now ends later is pushed again with the new deadline.
+    fn pop_earliest(&mut self, before: Option<i64>) -> Option<(usize, Bucket)> {
+        while let Some(&Reverse((deadline, i, generation, hash))) = self.due.peek() {
+            if before.is_some_and(|before| deadline >= before) {
+                return None;
+            }
+            self.due.pop();
             let idx = i as usize;
             let Ok(e) = self.live[idx].find_entry(hash, |b| b.generation == generation) else {
                 continue;
@@ -716,11 +716,11 @@ impl Buckets {
                 self.due.push(Reverse((e.get().deadline, i, generation, hash)));
                 continue;
             }
-            e.remove();
+            let (b, _) = e.remove();
             self.live_count -= 1;
-            self.stats[idx].evicted += 1;
-            return;
+            return Some((idx, b));
         }
+        None
     }
 }
 
