@@ -279,24 +279,11 @@ impl Handler<Tick> for DecisionActor {
 mod tests {
     use super::*;
     use crate::decision::{Allowlist, DecisionConfig, StoredDecisions};
-    use crate::event::Remediation;
     use crate::store::MemStore;
-    use palisade_proto::{DecisionType, Scope};
-    use std::collections::BTreeMap;
+    use palisade_proto::Scope;
 
     fn overflow(value: &str) -> Overflow {
-        Overflow {
-            scenario: "palisade/ssh-bf".into(),
-            scope: Scope::Ip,
-            value: value.into(),
-            group_key: value.into(),
-            events_count: 6,
-            first_at: Timestamp(0),
-            last_at: Timestamp(0),
-            remediation: Some(Remediation { kind: DecisionType::Ban, duration: None }),
-            confidence: 3,
-            labels: Arc::new(BTreeMap::new()),
-        }
+        Overflow::for_test("palisade/ssh-bf", Scope::Ip, value)
     }
 
     fn clock() -> Timestamp {

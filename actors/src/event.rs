@@ -300,3 +300,22 @@ pub struct Overflow {
     /// The scenario's labels (`service`, `behavior`, `label`, `classification`...).
     pub labels: Arc<BTreeMap<String, String>>,
 }
+
+#[cfg(test)]
+impl Overflow {
+    /// An overflow of `scenario` against `value` asking for a ban, at time 0, for tests.
+    pub(crate) fn for_test(scenario: &str, scope: Scope, value: &str) -> Overflow {
+        Overflow {
+            scenario: scenario.into(),
+            scope,
+            value: value.into(),
+            group_key: value.into(),
+            events_count: 6,
+            first_at: Timestamp(0),
+            last_at: Timestamp(0),
+            remediation: Some(Remediation { kind: DecisionType::Ban, duration: None }),
+            confidence: 3,
+            labels: Arc::new(BTreeMap::new()),
+        }
+    }
+}

@@ -120,23 +120,12 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Remediation;
-    use palisade_proto::{DecisionType, Scope, Timestamp};
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
+    use palisade_proto::{Scope, Timestamp};
 
     fn overflow(value: &str, scope: Scope) -> Overflow {
         Overflow {
-            scenario: "palisade/ssh-bf".into(),
-            scope,
-            value: value.into(),
-            group_key: value.into(),
-            events_count: 6,
-            first_at: Timestamp(0),
             last_at: Timestamp(86_400_000 * 3 + 5),
-            remediation: Some(Remediation { kind: DecisionType::Ban, duration: None }),
-            confidence: 3,
-            labels: Arc::new(BTreeMap::new()),
+            ..Overflow::for_test("palisade/ssh-bf", scope, value)
         }
     }
 

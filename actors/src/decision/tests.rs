@@ -1,7 +1,5 @@
 use super::*;
 use crate::event::Remediation;
-use std::collections::BTreeMap;
-use std::sync::Arc;
 
 const H: u64 = 3600;
 
@@ -11,18 +9,7 @@ fn engine(config: DecisionConfig) -> DecisionEngine {
 }
 
 fn overflow(scenario: &str, value: &str) -> Overflow {
-    Overflow {
-        scenario: scenario.into(),
-        scope: Scope::Ip,
-        value: value.into(),
-        group_key: value.into(),
-        events_count: 6,
-        first_at: Timestamp(0),
-        last_at: Timestamp(0),
-        remediation: Some(Remediation { kind: DecisionType::Ban, duration: None }),
-        confidence: 3,
-        labels: Arc::new(BTreeMap::new()),
-    }
+    Overflow::for_test(scenario, Scope::Ip, value)
 }
 
 fn t(secs: u64) -> Timestamp {
