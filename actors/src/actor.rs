@@ -62,7 +62,8 @@ impl Handler<ProcessBatch> for ScenarioActor {
     }
 }
 
-/// Let time pass (wall clock, live mode): frees idle buckets and fires counters.
+/// Let time pass in live mode (the wall clock; see [`Pipeline::advance_wall`]): frees idle
+/// buckets and fires counters.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<Overflow>")]
 pub struct Advance(pub Timestamp);
@@ -72,7 +73,7 @@ impl Handler<Advance> for ScenarioActor {
 
     fn handle(&mut self, msg: Advance, _: &mut Self::Context) -> Self::Result {
         let mut out = Vec::new();
-        self.pipeline.advance(msg.0, &mut out);
+        self.pipeline.advance_wall(msg.0, &mut out);
         MessageResult(out)
     }
 }

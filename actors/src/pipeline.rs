@@ -28,12 +28,15 @@ pub struct Pipeline {
     parsers: Arc<Parsers>,
     buckets: Buckets,
     stats: PipelineStats,
+    /// The newest event's time and when its line was read: the logs' own clock, which
+    /// can be far from the wall clock (zone-less stamps, delayed delivery).
+    newest: Option<(Timestamp, Timestamp)>,
 }
 
 impl Pipeline {
     /// A pipeline with fresh buckets.
     pub fn new(parsers: Arc<Parsers>, scenarios: Arc<Scenarios>) -> Self {
-        Pipeline { parsers, buckets: Buckets::new(scenarios), stats: PipelineStats::default() }
+        Pipeline { parsers, buckets: Buckets::new(scenarios), stats: PipelineStats::default(), newest: None }
     }
 
     /// Parses one line and pours it; appends overflows to `out`.
@@ -41,6 +44,9 @@ impl Pipeline {
         self.stats.lines += 1;
         match self.parsers.parse(line) {
             Ok(event) => {
+                if self.newest.is_none_or(|(t, _)| event.time >= t) {
+                    self.newest = Some((event.time, event.line.received_at));
+                }
                 // `get_mut` first: `entry` takes an owned key, a reference-count bump
                 // (an atomic) on every line for a counter that almost always exists.
                 match self.stats.parsed.get_mut(&event.parser) {
@@ -64,6 +70,19 @@ impl Pipeline {
         let before = out.len();
         self.buckets.advance(now, out);
         self.count_overflows(&out[before..]);
+    }
+
+    /// Lets time pass in live mode, given the wall clock. Buckets run on the logs' own
+    /// clock, so the wall clock is translated: the newest event's time plus the wall time
+    /// elapsed since its line was read. Advancing straight to the wall clock would free
+    /// every bucket of a log whose stamps lag it (a zone-less syslog on a host west of
+    /// UTC, a delayed relay) before a slow attack could fill it.
+    pub fn advance_wall(&mut self, wall: Timestamp, out: &mut Vec<Overflow>) {
+        let now = match self.newest {
+            Some((time, read_at)) => time.saturating_add(wall.since(read_at)),
+            None => wall,
+        };
+        self.advance(now, out);
     }
 
     fn count_overflows(&mut self, new: &[Overflow]) {
