@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::decision::{DecisionEngine, DecisionError, DecisionFilter, NewDecision, TickReport, Verdict};
 use crate::event::{Checkpoint, LineBatch, Overflow};
-use crate::pipeline::{Pipeline, PipelineStats};
+use crate::pipeline::Pipeline;
 use crate::reputation::Reputation;
 use crate::store::{Commit, Store, StoreError};
 
@@ -75,19 +75,6 @@ impl Handler<Advance> for ScenarioActor {
         let mut out = Vec::new();
         self.pipeline.advance_wall(msg.0, &mut out);
         MessageResult(out)
-    }
-}
-
-/// A snapshot of the pipeline's counters and live bucket count.
-#[derive(Debug, Message)]
-#[rtype(result = "(PipelineStats, usize)")]
-pub struct GetPipelineStats;
-
-impl Handler<GetPipelineStats> for ScenarioActor {
-    type Result = MessageResult<GetPipelineStats>;
-
-    fn handle(&mut self, _: GetPipelineStats, _: &mut Self::Context) -> Self::Result {
-        MessageResult((self.pipeline.stats().clone(), self.pipeline.buckets().live_buckets()))
     }
 }
 

@@ -95,14 +95,4 @@ impl Pipeline {
     pub fn stats(&self) -> &PipelineStats {
         &self.stats
     }
-
-    /// The buckets, for their own counters.
-    pub fn buckets(&self) -> &Buckets {
-        &self.buckets
-    }
-
-    /// The parsers.
-    pub fn parsers(&self) -> &Arc<Parsers> {
-        &self.parsers
-    }
 }

@@ -189,22 +189,9 @@ impl DecisionBook {
         self.by_id.values().filter(|d| self.expiring.contains(&(d.until, d.id)))
     }
 
-    /// Active decisions with id above `after`, by id.
-    pub fn active_after(&self, after: u64) -> impl Iterator<Item = &Decision> {
-        self.by_id
-            .range(after.saturating_add(1)..)
-            .map(|(_, d)| d)
-            .filter(|d| self.expiring.contains(&(d.until, d.id)))
-    }
-
     /// Tombstones that ended in `(since, upto]`, by end time.
     pub fn ended_between(&self, since: Timestamp, upto: Timestamp) -> impl Iterator<Item = &Decision> {
         self.ended.range((since, u64::MAX)..=(upto, u64::MAX)).filter_map(|(_, id)| self.by_id.get(id))
-    }
-
-    /// All tombstones, by end time.
-    pub fn iter_ended(&self) -> impl Iterator<Item = &Decision> {
-        self.ended.iter().filter_map(|(_, id)| self.by_id.get(id))
     }
 
     /// Active decisions whose network contains `ip`.
