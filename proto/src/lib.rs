@@ -18,7 +18,7 @@ pub mod node;
 pub mod signal;
 pub mod time;
 
-pub use decision::{Decision, DecisionType, Origin, Scope};
+pub use decision::{Decision, DecisionType, Origin, Scope, Uuid};
 pub use envelope::{Message, WireError};
 pub use ip::{Epoch, HashKey, HashedIp, SealKey, SealedIp};
 pub use node::{NodeId, NodeKey};
