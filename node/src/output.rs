@@ -47,7 +47,7 @@ fn decision_rows(list: &[Decision], now: Timestamp) -> Vec<Vec<String>> {
         .map(|d| {
             vec![
                 d.id.to_string(),
-                d.value.clone(),
+                d.value.to_string(),
                 d.scope.to_string(),
                 d.kind.to_string(),
                 d.origin.to_string(),

@@ -247,7 +247,7 @@ pub fn replay(config: &NodeConfig, args: &ReplayArgs) -> Result<ExitCode> {
             .iter()
             .map(|d| {
                 vec![
-                    d.value.clone(),
+                    d.value.to_string(),
                     d.scenario.to_string(),
                     d.kind.to_string(),
                     palisade_proto::time::go_duration(d.until.since(d.created_at)),

@@ -4,6 +4,7 @@
 //! Local API turns a [`Decision`] into CrowdSec's JSON (with a Go-style `duration`).
 
 use bincode::{Decode, Encode};
+use compact_str::CompactString;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -216,7 +217,10 @@ impl FromStr for Uuid {
 }
 
 /// A decision: enforce `kind` against `value` (in `scope`) until `until`.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+///
+/// Kept small, since a node may hold millions: the value (an address or range) is
+/// stored inline, the scenario name is shared, the UUID is its 16 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// Store-assigned id, increasing; bouncers see it as `id`.
     pub id: u64,
@@ -229,7 +233,7 @@ pub struct Decision {
     /// What `value` is.
     pub scope: Scope,
     /// The address, range or other value, canonical for `Ip` and `Range`.
-    pub value: String,
+    pub value: CompactString,
     /// When it was made.
     pub created_at: Timestamp,
     /// When it stops applying.
@@ -258,6 +262,39 @@ impl Decision {
     }
 }
 
+// bincode: the same bytes a derive with `value: String` writes (the store's format).
+impl Encode for Decision {
+    fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> Result<(), bincode::error::EncodeError> {
+        self.id.encode(e)?;
+        self.uuid.encode(e)?;
+        self.origin.encode(e)?;
+        self.kind.encode(e)?;
+        self.scope.encode(e)?;
+        self.value.as_str().encode(e)?;
+        self.created_at.encode(e)?;
+        self.until.encode(e)?;
+        self.scenario.encode(e)?;
+        self.simulated.encode(e)
+    }
+}
+
+impl<C> Decode<C> for Decision {
+    fn decode<D: bincode::de::Decoder<Context = C>>(d: &mut D) -> Result<Self, bincode::error::DecodeError> {
+        Ok(Decision {
+            id: Decode::decode(d)?,
+            uuid: Decode::decode(d)?,
+            origin: Decode::decode(d)?,
+            kind: Decode::decode(d)?,
+            scope: Decode::decode(d)?,
+            value: CompactString::from(String::decode(d)?),
+            created_at: Decode::decode(d)?,
+            until: Decode::decode(d)?,
+            scenario: Decode::decode(d)?,
+            simulated: Decode::decode(d)?,
+        })
+    }
+}
+
 /// Serialises the decision for humans and scripts (`palisade decisions list --json`).
 impl Serialize for Decision {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -268,7 +305,7 @@ impl Serialize for Decision {
         st.serialize_field("origin", self.origin.as_str())?;
         st.serialize_field("type", self.kind.as_str())?;
         st.serialize_field("scope", self.scope.as_str())?;
-        st.serialize_field("value", &self.value)?;
+        st.serialize_field("value", self.value.as_str())?;
         st.serialize_field("created_at", &self.created_at.as_millis())?;
         st.serialize_field("until", &self.until.as_millis())?;
         st.serialize_field("scenario", &*self.scenario)?;
@@ -301,7 +338,7 @@ impl<'de> Deserialize<'de> for Decision {
             origin: Origin::from(r.origin.as_str()),
             kind: DecisionType::from(r.kind.as_str()),
             scope: Scope::parse(&r.scope),
-            value: r.value,
+            value: r.value.into(),
             created_at: Timestamp(r.created_at),
             until: Timestamp(r.until),
             scenario: r.scenario.into(),
@@ -352,6 +389,10 @@ mod tests {
         assert!(text.contains("\"type\":\"ban\""));
         assert!(text.contains("\"uuid\":\"2b7f0d64-8a2c-4f5e-9b71-1d2f7a9c0e11\""), "{text}");
         let back: Decision = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, d);
+        let bytes = bincode::encode_to_vec(&d, bincode::config::standard()).unwrap();
+        let (back, _): (Decision, _) =
+            bincode::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(back, d);
         assert!(d.is_active(Timestamp(14_400_999)));
         assert!(!d.is_active(Timestamp(14_401_000)));

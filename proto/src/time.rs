@@ -61,17 +61,25 @@ impl fmt::Display for Timestamp {
 /// Formats a duration the way Go's `time.Duration.String()` does after rounding to whole
 /// seconds (`"3h59m50s"`, `"59m4s"`, `"0s"`): CrowdSec bouncers parse this format.
 pub fn go_duration(d: Duration) -> String {
-    let secs = d.as_secs() + u64::from(d.subsec_millis() >= 500);
-    if secs == 0 {
-        return "0s".to_owned();
-    }
-    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
+    GoDuration(d).to_string()
+}
+
+/// [`go_duration`] as a `Display`, to write into a buffer without allocating.
+#[derive(Debug, Clone, Copy)]
+pub struct GoDuration(pub Duration);
+
+impl fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        let secs = d.as_secs() + u64::from(d.subsec_millis() >= 500);
+        let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+        if h > 0 {
+            write!(f, "{h}h{m}m{s}s")
+        } else if m > 0 {
+            write!(f, "{m}m{s}s")
+        } else {
+            write!(f, "{s}s")
+        }
     }
 }
 

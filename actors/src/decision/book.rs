@@ -46,7 +46,7 @@ pub struct DecisionKey {
     /// The scope.
     pub scope: Scope,
     /// The canonical value.
-    pub value: String,
+    pub value: compact_str::CompactString,
     /// The remediation.
     pub kind: DecisionType,
 }

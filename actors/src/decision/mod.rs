@@ -150,7 +150,7 @@ pub struct DecisionFilter {
 impl DecisionFilter {
     /// Whether `d` passes the non-network criteria.
     fn admits(&self, d: &Decision) -> bool {
-        self.value.as_ref().is_none_or(|v| &d.value == v)
+        self.value.as_ref().is_none_or(|v| d.value == *v)
             && self.scope.as_ref().is_none_or(|s| &d.scope == s)
             && self.kind.as_ref().is_none_or(|k| &d.kind == k)
             && self.origin.as_ref().is_none_or(|o| &d.origin == o)
@@ -283,7 +283,8 @@ impl DecisionEngine {
             return Verdict::Allowlisted(net);
         }
         let value = canonical_value(&overflow.scope, &target);
-        let key = DecisionKey { scope: overflow.scope.clone(), value: value.clone(), kind: kind.clone() };
+        let key =
+            DecisionKey { scope: overflow.scope.clone(), value: value.as_str().into(), kind: kind.clone() };
         // A repeat offender is one who comes back after a ban ended: overflows of other
         // scenarios during the same attack (while a ban is active) do not multiply.
         let duration = if self.book.read().active(&key).is_some() {
@@ -303,7 +304,7 @@ impl DecisionEngine {
         let verdict = self.apply(request, now);
         if let Verdict::Created(d) = &verdict {
             let value = d.value.clone();
-            self.record_offence(value, now);
+            self.record_offence(value.to_string(), now);
         }
         verdict
     }
@@ -335,7 +336,7 @@ impl DecisionEngine {
         let until = now.saturating_add(request.duration);
         let key = DecisionKey {
             scope: request.scope.clone(),
-            value: request.value.clone(),
+            value: request.value.as_str().into(),
             kind: request.kind.clone(),
         };
         let existing = self.book.read().active(&key).cloned();
@@ -351,7 +352,7 @@ impl DecisionEngine {
             origin: request.origin,
             kind: request.kind,
             scope: request.scope,
-            value: request.value,
+            value: request.value.into(),
             created_at: now,
             until,
             scenario: self.intern(&request.scenario),

@@ -169,7 +169,7 @@ impl DecisionQuery {
         if self.scopes.as_ref().is_some_and(|s| !s.contains(&d.scope)) {
             return false;
         }
-        if self.value.as_ref().is_some_and(|v| v != &d.value) {
+        if self.value.as_ref().is_some_and(|v| *v != d.value) {
             return false;
         }
         if self.kind.as_ref().is_some_and(|k| k != &d.kind) {

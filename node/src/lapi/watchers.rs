@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{error, json::WireDecision, Lapi};
+use super::{error, json, Lapi};
 use crate::machines::{Claims, TOKEN_LIFETIME};
 use crate::store::{RocksStore, CF_ALERTS};
 
@@ -340,11 +340,7 @@ async fn apply_alert(lapi: &Lapi, alert: &Value) -> Result<Vec<Value>, HttpRespo
         }
         None => {}
     }
-    Ok(verdicts
-        .iter()
-        .filter_map(Verdict::decision)
-        .filter_map(|d| serde_json::to_value(WireDecision::new(d, now, true)).ok())
-        .collect())
+    Ok(verdicts.iter().filter_map(Verdict::decision).map(|d| json::value(d, now)).collect())
 }
 
 /// `GET /v1/alerts`: the newest alerts matching the filters.
