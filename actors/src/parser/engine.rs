@@ -6,6 +6,7 @@
 
 use super::config::{OnSuccess, RawField};
 use super::methods::Method;
+use super::stepper::{self, Slots, Stepper};
 use crate::event::{Fields, RawLine};
 use palisade_proto::Timestamp;
 use regex::bytes::{CaptureLocations, Regex};
@@ -380,6 +381,9 @@ pub(crate) struct RegexNode {
     /// of the match to the next `\n` (what `.*` would match), without the regex
     /// stepping through it.
     pub rest: Option<&'static str>,
+    /// `re` compiled for single-pass capture extraction, when that gives exactly the
+    /// regex's captures (see [`Stepper`]): it then replaces the regex's capture search.
+    pub step: Option<Stepper>,
 }
 
 /// The literals a node's matches must start with (see [`RegexNode::prefixes`]).
@@ -433,6 +437,14 @@ impl RegexNode {
                 Err(if T::ON { "pattern does not match".to_owned() } else { String::new() })
             };
         }
+        if let Some(step) = &self.step {
+            let mut slots: Slots = [0; 2 * stepper::MAX_GROUPS];
+            if !step.captures(hay.as_bytes(), &mut slots) {
+                return Err(if T::ON { "pattern does not match".to_owned() } else { String::new() });
+            }
+            self.store(w, t, |g| stepper::group(&slots, g));
+            return Ok(());
+        }
         let mut own;
         let mut shared = self.locs.try_lock();
         let locs = match shared.as_deref_mut() {
@@ -445,17 +457,23 @@ impl RegexNode {
         if self.re.captures_read(locs, hay.as_bytes()).is_none() {
             return Err(if T::ON { "pattern does not match".to_owned() } else { String::new() });
         }
+        self.store(w, t, |g| locs.get(g));
+        Ok(())
+    }
+
+    /// Stores the captures of a match, given the span of each group.
+    fn store<T: Tracer>(&self, w: &mut Work, t: &mut T, span: impl Fn(usize) -> Option<(usize, usize)>) {
         // Load refuses captures named like the input field, so the input keeps its value
         // while the captures are stored. The regex works on bytes: a capture that would
         // cut a UTF-8 character (possible only with `(?-u)` byte classes next to
         // non-ASCII text) is not a `str` slice and is skipped.
         for (group, name) in &self.captures {
-            let Some((start, end)) = locs.get(*group) else {
+            let Some((start, end)) = span(*group) else {
                 continue;
             };
             w.set_parsed_slice(&self.apply_on, name, start..end, t);
         }
-        if let (Some(name), Some((_, start))) = (&self.rest, locs.get(0)) {
+        if let (Some(name), Some((_, start))) = (&self.rest, span(0)) {
             let end = w
                 .get(&self.apply_on)
                 .and_then(|h| h.as_bytes().get(start..))
@@ -464,7 +482,6 @@ impl RegexNode {
                 w.set_parsed_slice(&self.apply_on, name, start..end, t);
             }
         }
-        Ok(())
     }
 }
 

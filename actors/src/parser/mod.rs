@@ -38,6 +38,7 @@ mod explain;
 mod load;
 mod methods;
 mod patterns;
+mod stepper;
 mod timestamp;
 
 pub use explain::{ExplainResult, Explanation, FieldValue, NodeTrace, ParserTrace, StageTrace};
