@@ -428,11 +428,12 @@ fn check(steps: &[Step], k: Follow) -> Result<(), Refusal> {
     for (i, s) in steps.iter().enumerate() {
         let after = follow(&steps[i + 1..], k);
         match s {
-            Step::Run { set, .. } => {
+            Step::Run { set, min, max, .. } => {
                 // The longest run is the only one that can go on: a shorter one stops
                 // at a byte of the class, which what follows cannot start with. (When
                 // what follows needs nothing, the longest run matches and is preferred.)
-                if !after.any && set.intersects(&after.bytes) {
+                // A run of a fixed length (`[A-Z]`, `[0-9]{3}`) has no choice to make.
+                if *max != Some(*min) && !after.any && set.intersects(&after.bytes) {
                     return Err("a run is followed by a byte of its own class");
                 }
             }
@@ -588,16 +589,17 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_decide() {
         for p in [
-            r"(?P<a>\S+) x",        // unanchored
-            r"^(?P<a>\S+)\S",       // run followed by its own class
-            r"^(?P<a>.*) (?P<b>x)", // `.` includes the space
-            r"^(?P<a>\S+?) ",       // lazy
-            r"^(?:[ab]x|[bc]y)",    // alternatives with one first byte
-            r"^(?:(?P<a>x) )?x",    // optional group followed by its first byte
-            r"^(?:ab)+",            // repetition of a sequence
-            r"^\bx",                // look-around
-            r"^(?u:\w)+",           // Unicode class
-            r#"^"(?:[^"]|")*""#,    // quoted string whose escape is a plain byte
+            r"(?P<a>\S+) x",            // unanchored
+            r"^(?P<a>\S+)\S",           // run followed by its own class
+            r"^(?P<a>[0-9]{1,3})[0-9]", // bounded run followed by its own class
+            r"^(?P<a>.*) (?P<b>x)",     // `.` includes the space
+            r"^(?P<a>\S+?) ",           // lazy
+            r"^(?:[ab]x|[bc]y)",        // alternatives with one first byte
+            r"^(?:(?P<a>x) )?x",        // optional group followed by its first byte
+            r"^(?:ab)+",                // repetition of a sequence
+            r"^\bx",                    // look-around
+            r"^(?u:\w)+",               // Unicode class
+            r#"^"(?:[^"]|")*""#,        // quoted string whose escape is a plain byte
         ] {
             assert!(Stepper::compile(p).is_err(), "{p} should be refused");
         }
