@@ -118,6 +118,18 @@ impl Fields {
         Fields { buf: String::with_capacity(bytes), spans: Vec::with_capacity(fields) }
     }
 
+    /// Room for `fields` more entries whose values total `bytes` more bytes.
+    pub fn reserve(&mut self, fields: usize, bytes: usize) {
+        self.spans.reserve(fields);
+        self.buf.reserve(bytes);
+    }
+
+    /// Removes every field, keeping the buffers for the next values.
+    pub fn clear(&mut self) {
+        self.spans.clear();
+        self.buf.clear();
+    }
+
     fn value(&self, start: u32, end: u32) -> &str {
         // Spans are only ever made from `push_str` boundaries: always in range and on
         // character boundaries, so this never yields the fallback.

@@ -28,14 +28,20 @@ pub(crate) struct Work {
 
 impl Work {
     pub(crate) fn new(line: RawLine) -> Self {
+        Self::with_fields(line, Fields::new(), Fields::new())
+    }
+
+    /// A line to parse into `meta` and `parsed`, empty maps whose buffers a previous
+    /// event no longer needs (see [`Parsers::parse_reusing`](super::Parsers::parse_reusing)).
+    pub(crate) fn with_fields(line: RawLine, mut meta: Fields, mut parsed: Fields) -> Self {
         // Room for what the shipped parsers set, so the field buffers are allocated once:
         // `parsed` holds the line again (`message`) and the request target split up (its
         // captures share the message's bytes); `meta` a few short values, the path and
         // the user agent. Over-reserving a little costs nothing measurable; growing
         // would copy.
         let len = line.text.len();
-        let parsed = Fields::with_capacity(24, 2 * len + 64);
-        let meta = Fields::with_capacity(12, len + 64);
+        parsed.reserve(24, 2 * len + 64);
+        meta.reserve(12, len + 64);
         Work { line, meta, parsed, time: None, parser: None }
     }
 
