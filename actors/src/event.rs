@@ -181,6 +181,12 @@ impl Fields {
         self.put(key, start, end);
     }
 
+    /// The byte span of `key`'s value in the buffer, for [`Fields::set_from_self`].
+    /// Found by address, like the parser's interned lookups.
+    pub(crate) fn span_of_interned(&self, key: &'static str) -> Option<(usize, usize)> {
+        self.spans.iter().find(|(k, _, _)| k.is(key)).map(|&(_, s, e)| (s as usize, e as usize))
+    }
+
     /// The byte offset of `key`'s value in the buffer, for [`Fields::set_from_self`].
     /// Found by address, like the parser's interned lookups.
     pub(crate) fn offset_of_interned(&self, key: &'static str) -> Option<usize> {

@@ -473,11 +473,29 @@ impl RegexNode {
         // while the captures are stored. The regex works on bytes: a capture that would
         // cut a UTF-8 character (possible only with `(?-u)` byte classes next to
         // non-ASCII text) is not a `str` slice and is skipped.
-        for (group, name) in &self.captures {
-            let Some((start, end)) = span(*group) else {
-                continue;
-            };
-            w.set_parsed_slice(&self.apply_on, name, start..end, t);
+        match &self.apply_on {
+            // The hot path (captures of `message`): the captures share the input's bytes,
+            // found once for all of them rather than once per capture.
+            FieldRef::Parsed(k) if !T::ON => {
+                if let Some((base, input_end)) = w.parsed.span_of_interned(k) {
+                    for (group, name) in &self.captures {
+                        let Some((start, end)) = span(*group) else {
+                            continue;
+                        };
+                        if base + end <= input_end {
+                            w.parsed.set_from_self(name, base + start..base + end);
+                        }
+                    }
+                }
+            }
+            _ => {
+                for (group, name) in &self.captures {
+                    let Some((start, end)) = span(*group) else {
+                        continue;
+                    };
+                    w.set_parsed_slice(&self.apply_on, name, start..end, t);
+                }
+            }
         }
         if let (Some(name), Some((_, start))) = (&self.rest, span(0)) {
             let end = w

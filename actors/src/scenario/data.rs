@@ -10,8 +10,8 @@ use crate::hub::{HubError, HubFile};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::RegexSet;
 use std::borrow::Cow;
-use std::hash::BuildHasher;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 /// How a data list is matched against a value.
