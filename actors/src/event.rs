@@ -118,6 +118,18 @@ impl Fields {
         Fields { buf: String::with_capacity(bytes), spans: Vec::with_capacity(fields) }
     }
 
+    /// Room for `fields` more entries whose values total `bytes` more bytes.
+    pub fn reserve(&mut self, fields: usize, bytes: usize) {
+        self.spans.reserve(fields);
+        self.buf.reserve(bytes);
+    }
+
+    /// Removes every field, keeping the buffers for the next values.
+    pub fn clear(&mut self) {
+        self.spans.clear();
+        self.buf.clear();
+    }
+
     fn value(&self, start: u32, end: u32) -> &str {
         // Spans are only ever made from `push_str` boundaries: always in range and on
         // character boundaries, so this never yields the fallback.
@@ -167,6 +179,12 @@ impl Fields {
     pub(crate) fn set_interned(&mut self, key: &'static str, value: &str) {
         let (start, end) = self.append(value);
         self.put(key, start, end);
+    }
+
+    /// The byte span of `key`'s value in the buffer, for [`Fields::set_from_self`].
+    /// Found by address, like the parser's interned lookups.
+    pub(crate) fn span_of_interned(&self, key: &'static str) -> Option<(usize, usize)> {
+        self.spans.iter().find(|(k, _, _)| k.is(key)).map(|&(_, s, e)| (s as usize, e as usize))
     }
 
     /// The byte offset of `key`'s value in the buffer, for [`Fields::set_from_self`].

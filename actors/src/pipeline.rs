@@ -6,7 +6,7 @@ use palisade_proto::Timestamp;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::event::{Overflow, RawLine};
+use crate::event::{Fields, Overflow, RawLine};
 use crate::parser::Parsers;
 use crate::scenario::{Buckets, Scenarios};
 
@@ -31,18 +31,28 @@ pub struct Pipeline {
     /// The newest event's time and when its line was read: the logs' own clock, which
     /// can be far from the wall clock (zone-less stamps, delayed delivery).
     newest: Option<(Timestamp, Timestamp)>,
+    /// The field maps of the last event, kept for their buffers: the next line is
+    /// parsed into them instead of allocating new ones.
+    spare: (Fields, Fields),
 }
 
 impl Pipeline {
     /// A pipeline with fresh buckets.
     pub fn new(parsers: Arc<Parsers>, scenarios: Arc<Scenarios>) -> Self {
-        Pipeline { parsers, buckets: Buckets::new(scenarios), stats: PipelineStats::default(), newest: None }
+        Pipeline {
+            parsers,
+            buckets: Buckets::new(scenarios),
+            stats: PipelineStats::default(),
+            newest: None,
+            spare: (Fields::new(), Fields::new()),
+        }
     }
 
     /// Parses one line and pours it; appends overflows to `out`.
     pub fn process(&mut self, line: RawLine, out: &mut Vec<Overflow>) {
         self.stats.lines += 1;
-        match self.parsers.parse(line) {
+        let (meta, parsed) = std::mem::take(&mut self.spare);
+        match self.parsers.parse_reusing(line, meta, parsed) {
             Ok(event) => {
                 if self.newest.is_none_or(|(t, _)| event.time >= t) {
                     self.newest = Some((event.time, event.line.received_at));
@@ -58,6 +68,7 @@ impl Pipeline {
                 let before = out.len();
                 self.buckets.pour(&event, out);
                 self.count_overflows(&out[before..]);
+                self.spare = (event.meta, event.parsed);
             }
             Err(miss) => {
                 *self.stats.unparsed.entry(miss.line.log_type.clone()).or_default() += 1;

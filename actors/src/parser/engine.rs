@@ -6,6 +6,7 @@
 
 use super::config::{OnSuccess, RawField};
 use super::methods::Method;
+use super::stepper::{self, Slots, Stepper};
 use crate::event::{Fields, RawLine};
 use palisade_proto::Timestamp;
 use regex::bytes::{CaptureLocations, Regex};
@@ -27,14 +28,20 @@ pub(crate) struct Work {
 
 impl Work {
     pub(crate) fn new(line: RawLine) -> Self {
+        Self::with_fields(line, Fields::new(), Fields::new())
+    }
+
+    /// A line to parse into `meta` and `parsed`, empty maps whose buffers a previous
+    /// event no longer needs (see [`Parsers::parse_reusing`](super::Parsers::parse_reusing)).
+    pub(crate) fn with_fields(line: RawLine, mut meta: Fields, mut parsed: Fields) -> Self {
         // Room for what the shipped parsers set, so the field buffers are allocated once:
         // `parsed` holds the line again (`message`) and the request target split up (its
         // captures share the message's bytes); `meta` a few short values, the path and
         // the user agent. Over-reserving a little costs nothing measurable; growing
         // would copy.
         let len = line.text.len();
-        let parsed = Fields::with_capacity(24, 2 * len + 64);
-        let meta = Fields::with_capacity(12, len + 64);
+        parsed.reserve(24, 2 * len + 64);
+        meta.reserve(12, len + 64);
         Work { line, meta, parsed, time: None, parser: None }
     }
 
@@ -380,6 +387,9 @@ pub(crate) struct RegexNode {
     /// of the match to the next `\n` (what `.*` would match), without the regex
     /// stepping through it.
     pub rest: Option<&'static str>,
+    /// `re` compiled for single-pass capture extraction, when that gives exactly the
+    /// regex's captures (see [`Stepper`]): it then replaces the regex's capture search.
+    pub step: Option<Stepper>,
 }
 
 /// The literals a node's matches must start with (see [`RegexNode::prefixes`]).
@@ -433,6 +443,14 @@ impl RegexNode {
                 Err(if T::ON { "pattern does not match".to_owned() } else { String::new() })
             };
         }
+        if let Some(step) = &self.step {
+            let mut slots: Slots = [0; 2 * stepper::MAX_GROUPS];
+            if !step.captures(hay.as_bytes(), &mut slots) {
+                return Err(if T::ON { "pattern does not match".to_owned() } else { String::new() });
+            }
+            self.store(w, t, |g| stepper::group(&slots, g));
+            return Ok(());
+        }
         let mut own;
         let mut shared = self.locs.try_lock();
         let locs = match shared.as_deref_mut() {
@@ -445,17 +463,41 @@ impl RegexNode {
         if self.re.captures_read(locs, hay.as_bytes()).is_none() {
             return Err(if T::ON { "pattern does not match".to_owned() } else { String::new() });
         }
+        self.store(w, t, |g| locs.get(g));
+        Ok(())
+    }
+
+    /// Stores the captures of a match, given the span of each group.
+    fn store<T: Tracer>(&self, w: &mut Work, t: &mut T, span: impl Fn(usize) -> Option<(usize, usize)>) {
         // Load refuses captures named like the input field, so the input keeps its value
         // while the captures are stored. The regex works on bytes: a capture that would
         // cut a UTF-8 character (possible only with `(?-u)` byte classes next to
         // non-ASCII text) is not a `str` slice and is skipped.
-        for (group, name) in &self.captures {
-            let Some((start, end)) = locs.get(*group) else {
-                continue;
-            };
-            w.set_parsed_slice(&self.apply_on, name, start..end, t);
+        match &self.apply_on {
+            // The hot path (captures of `message`): the captures share the input's bytes,
+            // found once for all of them rather than once per capture.
+            FieldRef::Parsed(k) if !T::ON => {
+                if let Some((base, input_end)) = w.parsed.span_of_interned(k) {
+                    for (group, name) in &self.captures {
+                        let Some((start, end)) = span(*group) else {
+                            continue;
+                        };
+                        if base + end <= input_end {
+                            w.parsed.set_from_self(name, base + start..base + end);
+                        }
+                    }
+                }
+            }
+            _ => {
+                for (group, name) in &self.captures {
+                    let Some((start, end)) = span(*group) else {
+                        continue;
+                    };
+                    w.set_parsed_slice(&self.apply_on, name, start..end, t);
+                }
+            }
         }
-        if let (Some(name), Some((_, start))) = (&self.rest, locs.get(0)) {
+        if let (Some(name), Some((_, start))) = (&self.rest, span(0)) {
             let end = w
                 .get(&self.apply_on)
                 .and_then(|h| h.as_bytes().get(start..))
@@ -464,7 +506,6 @@ impl RegexNode {
                 w.set_parsed_slice(&self.apply_on, name, start..end, t);
             }
         }
-        Ok(())
     }
 }
 

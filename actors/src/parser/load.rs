@@ -7,6 +7,7 @@ use super::engine::{
 };
 use super::methods::{HttpNames, Method};
 use super::patterns::{expand, PatternLibrary};
+use super::stepper::{self, Stepper};
 use crate::event::intern_field_name;
 use crate::hub::{HubError, HubFile};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
@@ -322,7 +323,15 @@ fn compile_node(
                 }
                 None => (re, None),
             };
+            // Only where captures are extracted: a bare match runs the regex's DFA,
+            // which is already fast.
+            let step = if captures.is_empty() && rest.is_none() {
+                None
+            } else {
+                Stepper::new(re.as_str()).filter(|_| re.captures_len() <= stepper::MAX_GROUPS)
+            };
             NodeKind::Regex(RegexNode {
+                step,
                 prefixes: prefixes(&expanded).map(Prefixes::new),
                 locs: std::sync::Mutex::new(re.capture_locations()),
                 re,

@@ -120,6 +120,12 @@ impl Method {
 /// (`::ffff:1.2.3.4`) becomes the IPv4 address, so one attacker is one key; IPv6 is
 /// written compressed and lower-case (RFC 5952).
 pub(crate) fn canonical_ip(text: &str) -> Result<Option<String>, ()> {
+    // The common case, without formatting the address back: the standard parser takes
+    // only plain dotted quads (no leading zeros, spaces or ports), which is exactly the
+    // canonical text of the address it returns.
+    if text.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(None);
+    }
     let mut s = text.trim();
     if let Some(rest) = s.strip_prefix('[') {
         let end = rest.find(']').ok_or(())?;
@@ -245,6 +251,12 @@ mod tests {
         assert_eq!(canonical_ip("1.2.3.4:5678"), Ok(Some("1.2.3.4".into())));
         assert_eq!(canonical_ip("fe80::1%eth0"), Ok(Some("fe80::1".into())));
         assert_eq!(canonical_ip(" 1.2.3.4 "), Ok(Some("1.2.3.4".into())));
+        // Whatever the standard parser takes as IPv4 is already canonical.
+        for text in ["0.0.0.0", "255.255.255.255", "10.0.0.1", "192.0.2.10"] {
+            let ip: std::net::Ipv4Addr = text.parse().expect("parses");
+            assert_eq!(ip.to_string(), text);
+            assert_eq!(canonical_ip(text), Ok(None));
+        }
         for bad in [
             "",
             "example.com",

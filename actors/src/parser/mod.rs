@@ -38,11 +38,12 @@ mod explain;
 mod load;
 mod methods;
 mod patterns;
+mod stepper;
 mod timestamp;
 
 pub use explain::{ExplainResult, Explanation, FieldValue, NodeTrace, ParserTrace, StageTrace};
 
-use crate::event::{Event, RawLine};
+use crate::event::{Event, Fields, RawLine};
 use crate::hub::{HubError, HubFile};
 use engine::{NoTrace, Stage, StageFailure, Work};
 use serde::Serialize;
@@ -143,7 +144,21 @@ impl Parsers {
 
     /// Runs the stages over a line: the event, or the miss saying which stage failed.
     pub fn parse(&self, line: RawLine) -> Result<Event, ParseMiss> {
-        let mut w = Work::new(line);
+        self.parse_reusing(line, Fields::new(), Fields::new())
+    }
+
+    /// [`Parsers::parse`] into the buffers of `meta` and `parsed`, which are cleared
+    /// first: a caller that parses line after line passes back the maps of the event it
+    /// is done with, and parsing allocates nothing for them once they are large enough.
+    pub fn parse_reusing(
+        &self,
+        line: RawLine,
+        mut meta: Fields,
+        mut parsed: Fields,
+    ) -> Result<Event, ParseMiss> {
+        meta.clear();
+        parsed.clear();
+        let mut w = Work::with_fields(line, meta, parsed);
         for stage in &self.stages {
             if let Err(failure) = stage.run(&mut w, &mut NoTrace, &*stage.name == PROGRAM_STAGE) {
                 return Err(ParseMiss { stage: stage.name.clone(), reason: failure.into(), line: w.line });

@@ -238,3 +238,130 @@ fn explain_agrees_with_parse() {
     let json = serde_json::to_value(&x).expect("serialises");
     assert_eq!(json["result"]["status"], "missed");
 }
+
+// ------------------------------------------------- single-pass matcher vs the regex
+
+/// The shipped parser files.
+fn shipped_parsers() -> Vec<HubFile> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<HubFile>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("hub dir").flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if path.extension().is_some_and(|x| x == "yaml") {
+                let rel =
+                    path.strip_prefix(root).expect("under the hub").to_string_lossy().replace('\\', "/");
+                out.push(HubFile { path: rel, text: std::fs::read_to_string(&path).expect("read") });
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hub");
+    let mut out = Vec::new();
+    walk(&root, &root.join("parsers"), &mut out);
+    out
+}
+
+/// Every regex node of the shipped parsers that runs single-pass.
+fn stepped_nodes(parsers: &Parsers) -> Vec<&engine::RegexNode> {
+    fn visit<'a>(n: &'a engine::Node, out: &mut Vec<&'a engine::RegexNode>) {
+        if let engine::NodeKind::Regex(r) = &n.kind {
+            if r.step.is_some() {
+                out.push(r);
+            }
+        }
+        n.children.iter().for_each(|c| visit(c, out));
+    }
+    let mut out = Vec::new();
+    for p in parsers.stages.iter().flat_map(|s| s.parsers.iter()) {
+        p.nodes.iter().for_each(|n| visit(n, &mut out));
+    }
+    out
+}
+
+/// The log lines of the parser samples, and the values parsers capture from them (what
+/// child nodes apply on).
+fn sample_texts() -> Vec<Vec<u8>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/parsers/samples.txt");
+    let text = std::fs::read_to_string(path).expect("samples.txt");
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(['@', '#']) && !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    let parsers = Parsers::load(&shipped_parsers()).expect("shipped parsers load");
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for l in &lines {
+        out.push(l.clone().into_bytes());
+        for log_type in ["syslog", "nginx", "apache"] {
+            if let Ok(ev) = parsers.parse(raw(log_type, l)) {
+                out.extend(ev.parsed.iter().map(|(_, v)| v.as_bytes().to_vec()));
+                out.extend(ev.meta.iter().map(|(_, v)| v.as_bytes().to_vec()));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn assert_agree(node: &engine::RegexNode, hay: &[u8]) {
+    let Some(step) = &node.step else { return };
+    let mut slots = [0; 2 * stepper::MAX_GROUPS];
+    let stepped = step
+        .captures(hay, &mut slots)
+        .then(|| (0..node.re.captures_len()).map(|g| stepper::group(&slots, g)).collect::<Vec<_>>());
+    let mut locs = node.re.capture_locations();
+    let reference = node
+        .re
+        .captures_read(&mut locs, hay)
+        .map(|_| (0..locs.len()).map(|g| locs.get(g)).collect::<Vec<_>>());
+    assert_eq!(stepped, reference, "pattern {:?} on {:?}", node.re.as_str(), String::from_utf8_lossy(hay));
+}
+
+#[test]
+fn shipped_patterns_run_single_pass_where_they_can() {
+    let parsers = Parsers::load(&shipped_parsers()).expect("shipped parsers load");
+    let stepped: Vec<&str> = stepped_nodes(&parsers).iter().map(|n| n.re.as_str()).collect();
+    // The nginx access line, the hot path of web logs, must not fall back to the regex.
+    assert!(stepped.iter().any(|p| p.contains("(?P<http_user_agent>")), "{stepped:#?}");
+    for node in stepped_nodes(&parsers) {
+        for text in sample_texts() {
+            assert_agree(node, &text);
+        }
+    }
+}
+
+mod single_pass {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Every shipped pattern that runs single-pass gives the regex's captures on
+        /// sample lines and values with a random stretch replaced by random bytes.
+        #[test]
+        fn shipped_patterns_agree_with_the_regex(
+            pick in any::<prop::sample::Index>(),
+            cut in (any::<prop::sample::Index>(), 0usize..12),
+            insert in proptest::collection::vec(
+                prop_oneof![any::<u8>(), prop::sample::select(b" \"\\[]-:/.0123456789\n".to_vec())], 0..8),
+        ) {
+            thread_local! {
+                static CASES: (Parsers, Vec<Vec<u8>>) =
+                    (Parsers::load(&shipped_parsers()).expect("loads"), sample_texts());
+            }
+            CASES.with(|(parsers, texts)| {
+                let text = &texts[pick.index(texts.len())];
+                let from = cut.0.index(text.len() + 1);
+                let to = (from + cut.1).min(text.len());
+                let hay = [&text[..from], &insert[..], &text[to..]].concat();
+                for node in stepped_nodes(parsers) {
+                    assert_agree(node, &hay);
+                }
+            });
+        }
+    }
+}

@@ -11,6 +11,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::RegexSet;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 /// How a data list is matched against a value.
@@ -47,13 +48,14 @@ impl MatchKindFn {
     ];
 }
 
-/// One compiled matcher over one data file, with a memo of recent results.
+/// One compiled matcher over one data file; the scanning kinds share a memo of results.
 #[derive(Debug)]
 pub(crate) struct Matcher {
     kind: MatcherKind,
-    /// Results of the scanning kinds (substring, regex) by exact value; `None` for the
-    /// exact kinds, whose lookup already is a single hash probe.
-    memo: Option<Mutex<Memo>>,
+    /// This matcher's bit in the [`ValueMemo`] (substring and regex lists); `None` for
+    /// the exact kinds, whose lookup already is a single hash probe.
+    slot: Option<u32>,
+    memo: Arc<ValueMemo>,
 }
 
 /// The compiled form of a list.
@@ -65,98 +67,97 @@ enum MatcherKind {
     Regex(RegexSet),
 }
 
-/// Entries a [`Memo`] holds before it starts over.
-const MEMO_CAPACITY: usize = 4096;
+/// Values the [`ValueMemo`] holds before it starts over.
+const MEMO_CAPACITY: usize = 8192;
 /// Longer values are scanned every time, which bounds the memo's memory (about
-/// `MEMO_CAPACITY * MEMO_MAX_LEN` bytes per list at worst) and keeps out the long,
-/// one-off values attackers write, which would only evict the recurring ones.
+/// `MEMO_CAPACITY * MEMO_MAX_LEN` bytes at worst) and keeps out the long, one-off values
+/// attackers write, which would only evict the recurring ones.
 const MEMO_MAX_LEN: usize = 256;
+/// Scanning matchers that get a bit in the memo; more are simply scanned every time.
+const MEMO_SLOTS: u32 = 64;
 
-/// Recent results of one matcher, keyed by the exact value.
+/// Recent results of every scanning matcher, keyed by the exact value.
 ///
 /// Real traffic repeats itself: a few dozen user agents make most of a site's
 /// requests, and popular paths recur, while scanning a 110-byte user agent with an
 /// Aho-Corasick automaton of a few hundred entries costs far more than hashing it.
 /// Results are exact (the full value is the key), so the memo never changes an answer.
-/// It is bounded by simply clearing it when full: no eviction bookkeeping on the hot
-/// path, and a working set that fits refills within a few thousand lines. The hasher
-/// is randomly seeded, so values an attacker chooses cannot be made to collide.
-///
-/// Every memo hashes with one process-wide hasher ([`memo_hash`]), so a value checked
-/// against several lists (an event's path meets four or five of them, often through a
-/// `url_decode` that changed nothing) is hashed once, not once per list.
+/// One table serves every list: an event's path meets four or five lists, and one probe
+/// finds what each of them said (bit `slot` of `known` and `hits`), which the event
+/// keeps for its other filters (see [`Matcher::lookup`]). It is bounded by simply
+/// clearing it when full: no eviction bookkeeping on the hot path, and a working set
+/// that fits refills within a few thousand lines. The hasher is randomly seeded, so
+/// values an attacker chooses cannot be made to collide.
+#[derive(Debug, Default)]
+pub(crate) struct ValueMemo {
+    /// Behind a mutex because scenarios (and their matchers) are shared between
+    /// pipelines; each pipeline is single-threaded, so the lock is normally uncontended,
+    /// and a caller that finds it taken (or poisoned) just scans.
+    map: Mutex<hashbrown::HashTable<MemoEntry>>,
+    hasher: foldhash::fast::RandomState,
+}
+
 #[derive(Debug)]
-struct Memo {
-    /// (value, result), found by [`memo_hash`] of the value.
-    map: hashbrown::HashTable<(Box<str>, bool)>,
+struct MemoEntry {
+    value: Box<str>,
+    /// Bit `slot` set: matcher `slot`'s result is known ...
+    known: u64,
+    /// ... and is this bit.
+    hits: u64,
 }
 
-impl Memo {
-    fn new() -> Self {
-        Memo { map: hashbrown::HashTable::new() }
-    }
+/// What the memo knows about one value: bit `slot` of `known` says whether matcher
+/// `slot` was asked, the same bit of `hits` what it answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Known {
+    pub known: u64,
+    pub hits: u64,
 }
 
-/// The hash of `value` for every [`Memo`], with the last value hashed on this thread
-/// remembered: the filters of one event ask for the same value against list after
-/// list, and comparing it with the previous one is cheaper than hashing it again. The
-/// cache is keyed by the full text, so a hit is always the value's true hash. The
-/// hasher is randomly seeded once per process, so attackers still cannot aim for
-/// collisions.
-fn memo_hash(value: &str) -> u64 {
-    use std::cell::RefCell;
-    use std::hash::BuildHasher;
-    use std::sync::OnceLock;
-    static HASHER: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
-    thread_local! {
-        static LAST: RefCell<(String, u64)> = const { RefCell::new((String::new(), 0)) };
+impl Known {
+    /// Matcher `m`'s answer, when known.
+    pub(crate) fn get(&self, m: &Matcher) -> Option<bool> {
+        let bit = 1u64 << m.slot?;
+        (self.known & bit != 0).then_some(self.hits & bit != 0)
     }
-    let hash = || HASHER.get_or_init(foldhash::fast::RandomState::default).hash_one(value);
-    LAST.try_with(|last| {
-        let Ok(mut last) = last.try_borrow_mut() else {
-            return hash();
-        };
-        if last.0 != value {
-            last.1 = hash();
-            last.0.clear();
-            last.0.push_str(value);
-        }
-        last.1
-    })
-    .unwrap_or_else(|_| hash())
 }
 
 impl Matcher {
-    fn new(kind: MatcherKind) -> Self {
-        let memo = match kind {
-            MatcherKind::Substring(_) | MatcherKind::Regex(_) => Some(Mutex::new(Memo::new())),
-            MatcherKind::Exact(_) | MatcherKind::ExactNoCase(_) => None,
-        };
-        Matcher { kind, memo }
+    /// Whether `value` matches the list.
+    pub(crate) fn is_match(&self, value: &str) -> bool {
+        self.lookup(value).0
     }
 
-    /// Whether `value` matches the list.
-    ///
-    /// The memo sits behind a mutex because scenarios (and their matchers) are shared
-    /// between pipelines; each pipeline is single-threaded, so the lock is normally
-    /// uncontended, and a caller that finds it taken (or poisoned) just scans.
-    pub(crate) fn is_match(&self, value: &str) -> bool {
-        let Some(memo) = self.memo.as_ref().filter(|_| value.len() <= MEMO_MAX_LEN) else {
-            return self.scan(value);
+    /// Whether `value` matches the list, and what the memo knows about `value` for
+    /// every list (this one included) when it could ask it.
+    pub(crate) fn lookup(&self, value: &str) -> (bool, Option<Known>) {
+        let Some(slot) = self.slot.filter(|_| value.len() <= MEMO_MAX_LEN) else {
+            return (self.scan(value), None);
         };
-        let Ok(mut memo) = memo.try_lock() else {
-            return self.scan(value);
+        let Ok(mut map) = self.memo.map.try_lock() else {
+            return (self.scan(value), None);
         };
-        let hash = memo_hash(value);
-        if let Some(&(_, hit)) = memo.map.find(hash, |(k, _)| **k == *value) {
-            return hit;
+        let bit = 1u64 << slot;
+        let hasher = &self.memo.hasher;
+        let hash = hasher.hash_one(value);
+        if let Some(e) = map.find_mut(hash, |e| *e.value == *value) {
+            if e.known & bit == 0 {
+                e.known |= bit;
+                if self.scan(value) {
+                    e.hits |= bit;
+                }
+            }
+            return (e.hits & bit != 0, Some(Known { known: e.known, hits: e.hits }));
         }
         let result = self.scan(value);
-        if memo.map.len() >= MEMO_CAPACITY {
-            memo.map.clear();
+        if map.len() >= MEMO_CAPACITY {
+            map.clear();
         }
-        memo.map.insert_unique(hash, (value.into(), result), |(k, _)| memo_hash(k));
-        result
+        let hits = if result { bit } else { 0 };
+        map.insert_unique(hash, MemoEntry { value: value.into(), known: bit, hits }, |e| {
+            hasher.hash_one(&*e.value)
+        });
+        (result, Some(Known { known: bit, hits }))
     }
 
     /// Matches without the memo.
@@ -183,6 +184,9 @@ pub(crate) struct DataLists {
     files: HashMap<String, (String, Vec<(usize, String)>)>,
     /// Matchers already built, shared by every scenario that uses them.
     matchers: HashMap<(String, MatchKindFn), Arc<Matcher>>,
+    /// The memo of every scanning matcher, and the next free slot in it.
+    memo: Arc<ValueMemo>,
+    slots: u32,
 }
 
 impl DataLists {
@@ -253,7 +257,14 @@ impl DataLists {
                 MatcherKind::Regex(set)
             }
         };
-        let matcher = Arc::new(Matcher::new(matcher));
+        let slot = match matcher {
+            MatcherKind::Substring(_) | MatcherKind::Regex(_) if self.slots < MEMO_SLOTS => {
+                self.slots += 1;
+                Some(self.slots - 1)
+            }
+            _ => None,
+        };
+        let matcher = Arc::new(Matcher { kind: matcher, slot, memo: self.memo.clone() });
         self.matchers.insert((name.to_owned(), kind), matcher.clone());
         Ok(matcher)
     }

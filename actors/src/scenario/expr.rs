@@ -25,7 +25,7 @@
 //! - A runtime error (e.g. `size(1)`, comparing a string with an int) makes a filter
 //!   false and is counted in the scenario's `eval_errors`; it never panics.
 
-use super::data::{url_decode, DataLists, LoadErr, MatchKindFn, Matcher};
+use super::data::{url_decode, DataLists, Known, LoadErr, MatchKindFn, Matcher};
 use crate::event::Event;
 use cel_interpreter::{Context, ExecutionError, Value};
 use cel_parser::ast::operators as op;
@@ -119,12 +119,48 @@ pub(crate) struct FieldCache<'e> {
     ev: &'e Event,
     /// `None`: not looked up yet; a missing field is cached as `""`.
     vals: [Option<&'e str>; FIELD_CACHE_SLOTS],
+    /// What the data-list memo said about the last few values this event checked,
+    /// by address and length: the event's own text and the expressions' literals stay
+    /// put while it is evaluated, so the same address is the same value.
+    known: [(usize, usize, Known); KNOWN_VALUES],
+    /// Where the next value goes in `known`.
+    next_known: usize,
 }
+
+/// Values an event remembers the data-list memo's answers for (the path and the user
+/// agent in the shipped scenarios).
+const KNOWN_VALUES: usize = 4;
 
 impl<'e> FieldCache<'e> {
     /// An empty cache over `ev`.
     pub(crate) fn new(ev: &'e Event) -> Self {
-        FieldCache { ev, vals: [None; FIELD_CACHE_SLOTS] }
+        FieldCache {
+            ev,
+            vals: [None; FIELD_CACHE_SLOTS],
+            known: [(0, usize::MAX, Known::default()); KNOWN_VALUES],
+            next_known: 0,
+        }
+    }
+
+    /// Whether `value`, borrowed from the event or the expression, matches `m`'s list:
+    /// what the memo told an earlier filter of this event about the same value, else
+    /// `m` itself (which asks the memo once for every list).
+    pub(crate) fn data_match(&mut self, m: &Matcher, value: &'e str) -> bool {
+        let key = (value.as_ptr() as usize, value.len());
+        let pos = self.known.iter().position(|(p, l, _)| (*p, *l) == key);
+        if let Some(hit) = pos.and_then(|i| self.known[i].2.get(m)) {
+            return hit;
+        }
+        let (hit, known) = m.lookup(value);
+        if let Some(known) = known {
+            let i = pos.unwrap_or_else(|| {
+                let i = self.next_known;
+                self.next_known = (i + 1) % KNOWN_VALUES;
+                i
+            });
+            self.known[i] = (key.0, key.1, known);
+        }
+        hit
     }
 
     /// The value of a field, `""` when it is not set.
@@ -333,7 +369,10 @@ impl Node {
                 (Val::Int(x), Val::Int(y)) => Val::Int(x.checked_add(y).ok_or(EvalError)?),
                 _ => return Err(EvalError),
             },
-            Node::Data(a, m) => Val::Bool(m.is_match(&s_arg(a.eval(fc))?)),
+            Node::Data(a, m) => Val::Bool(match s_arg(a.eval(fc))? {
+                Cow::Borrowed(s) => fc.data_match(m, s),
+                Cow::Owned(s) => m.is_match(&s),
+            }),
             Node::UrlDecode(a) => match s_arg(a.eval(fc))? {
                 Cow::Borrowed(s) => Val::Str(url_decode(s)),
                 Cow::Owned(s) => Val::Str(Cow::Owned(url_decode(&s).into_owned())),
