@@ -1,0 +1,98 @@
+//! The `[gossip]` section of the node's configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::engine::{ConfigError, EngineConfig};
+
+/// Everything the gossip layer can be told. One serde tree with named defaults.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GossipConfig {
+    /// UDP address of the QUIC endpoint, for dialling and accepting (port 0: any).
+    pub listen: SocketAddr,
+    /// The address peers should dial to reach this node (default: the bound address).
+    pub advertise: Option<SocketAddr>,
+    /// Members to contact first (`host:port`).
+    pub seeds: Vec<SocketAddr>,
+    /// QUIC keep-alive interval.
+    #[serde(with = "millis")]
+    pub keep_alive: Duration,
+    /// QUIC idle timeout: a silent connection is closed after this long.
+    #[serde(with = "millis")]
+    pub idle_timeout: Duration,
+    /// Largest frame accepted from a peer, in bytes (at most the envelope limit).
+    pub max_frame_bytes: u32,
+    /// Frames queued per peer before new ones are dropped (anti-entropy repairs them).
+    pub peer_queue: usize,
+    /// How often the engine ticks.
+    #[serde(with = "millis")]
+    pub tick_interval: Duration,
+    /// Membership (chitchat) gossip interval.
+    #[serde(with = "millis")]
+    pub membership_interval: Duration,
+    /// How often per-origin high-water marks are copied into membership state.
+    #[serde(with = "millis")]
+    pub publish_marks_interval: Duration,
+    /// The dissemination protocol's tunables (`[gossip.engine]`); its `max_clock_skew`
+    /// also bounds the clock difference tolerated when checking membership certificates.
+    pub engine: EngineConfig,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7946)),
+            advertise: None,
+            seeds: Vec::new(),
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_frame_bytes: palisade_proto::envelope::MAX_MESSAGE_BYTES as u32,
+            peer_queue: 256,
+            tick_interval: Duration::from_millis(100),
+            membership_interval: Duration::from_millis(500),
+            publish_marks_interval: Duration::from_secs(1),
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+impl GossipConfig {
+    /// Checks values that would break the endpoint or the protocol.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.engine.validate()?;
+        let err = |key, problem| Err(ConfigError { key, problem });
+        if self.keep_alive.is_zero() || self.keep_alive >= self.idle_timeout {
+            return err("keep_alive", "must be above zero and below idle_timeout");
+        }
+        if self.max_frame_bytes < 1024
+            || self.max_frame_bytes as usize > palisade_proto::envelope::MAX_MESSAGE_BYTES
+        {
+            return err("max_frame_bytes", "must be between 1024 and 262144");
+        }
+        if self.peer_queue == 0 {
+            return err("peer_queue", "must be at least 1");
+        }
+        if self.tick_interval.is_zero()
+            || self.membership_interval.is_zero()
+            || self.publish_marks_interval.is_zero()
+        {
+            return err("tick_interval", "intervals must be above zero");
+        }
+        Ok(())
+    }
+}
+
+/// Durations as whole milliseconds in configuration files.
+pub(crate) mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

@@ -1,0 +1,25 @@
+//! Palisade fleet gossip: how the nodes of one fleet tell each other about attackers.
+//!
+//! - [`engine`]: the dissemination protocol (epidemic push, deduplication by signal id,
+//!   anti-entropy repair on per-origin sequence numbers, penalties for bad input) as a
+//!   pure state machine: no I/O, time and randomness passed in.
+//! - [`net`]: the QUIC endpoint (quinn + rustls with `ring`), mutually authenticated with
+//!   certificates bound to each node's ed25519 key and admitted by the fleet's membership
+//!   certificates; it drives the engine and carries chitchat membership.
+//! - [`admission`]: the fleet admin's keys and what they sign.
+//! - [`membership`]: chitchat carried over the authenticated QUIC endpoint.
+//!
+//! This crate must never decide anything about IPs (that is the reputation actor's job),
+//! and must never speak to anyone that has not proven fleet membership: no open UDP.
+
+#![deny(missing_docs)]
+
+pub mod admission;
+pub mod config;
+pub mod engine;
+pub mod sim;
+pub mod stats;
+
+pub use config::GossipConfig;
+pub use engine::{ConfigError, Engine, EngineConfig, InEvent, OutEvent};
+pub use stats::EngineStats;
