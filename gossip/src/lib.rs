@@ -17,9 +17,14 @@
 pub mod admission;
 pub mod config;
 pub mod engine;
+pub mod membership;
+pub mod net;
 pub mod sim;
 pub mod stats;
+pub mod tls;
 
+pub use admission::{FleetKeys, Membership};
 pub use config::GossipConfig;
 pub use engine::{ConfigError, Engine, EngineConfig, InEvent, OutEvent};
+pub use net::{start, Gossip, GossipHandle, GossipStats, NetError, NetStats, PeerState};
 pub use stats::EngineStats;
