@@ -187,11 +187,29 @@ struct OriginLog {
     high: u64,
     /// Held signals: the contiguous run and, above `high + 1`, those waiting for a gap.
     held: BTreeMap<u64, SignedSignal>,
+    /// Highest number some peer's digest claimed at least one anti-entropy interval ago.
+    settled: u64,
+    /// The claim being aged: (high, when first seen).
+    fresh: Option<(u64, Timestamp)>,
 }
 
 impl OriginLog {
     fn new() -> Self {
-        OriginLog { floor: 1, high: 0, held: BTreeMap::new() }
+        OriginLog { floor: 1, high: 0, held: BTreeMap::new(), settled: 0, fresh: None }
+    }
+
+    /// Records that a peer holds up to `high` at `now`; returns the highest number
+    /// claimed at least `grace` ago (what is surely not still in flight to us).
+    fn claim(&mut self, high: u64, now: Timestamp, grace: Duration) -> u64 {
+        match self.fresh {
+            Some((claimed, at)) if now.since(at) >= grace => {
+                self.settled = self.settled.max(claimed);
+                self.fresh = Some((high, now));
+            }
+            Some(_) => {}
+            None => self.fresh = Some((high, now)),
+        }
+        self.settled
     }
 
     fn holds(&self, seq: u64) -> bool {
@@ -415,6 +433,12 @@ impl Engine {
             let digest = self.digest();
             self.stats.digests_sent += 1;
             out.push(OutEvent::Send { to: peer, message: Message::Digest(digest) });
+            if self.revocations.serial > 0 {
+                out.push(OutEvent::Send {
+                    to: peer,
+                    message: Message::Revocations(self.revocations.clone()),
+                });
+            }
         }
     }
 
@@ -700,7 +724,9 @@ impl Engine {
             return;
         }
         self.outstanding.remove(&origin);
-        let target = self.peers.get(&outstanding.peer).and_then(|p| p.marks.get(&origin)).map(|m| m.1);
+        let settled = self.logs.get(&origin).map_or(0, |l| l.settled);
+        let target =
+            self.peers.get(&outstanding.peer).and_then(|p| p.marks.get(&origin)).map(|m| m.1.min(settled));
         if let Some(target) = target {
             if target > high {
                 self.request(outstanding.peer, origin, high + 1, target, now, out);
@@ -730,7 +756,10 @@ impl Engine {
         if let Some(peer) = self.peers.get_mut(&from) {
             peer.marks = theirs.clone();
         }
-        // Pull: what they have that we lack.
+        // Pull what they have that we lack. Push gossip is usually already carrying the
+        // newest signals, so only numbers claimed by some digest at least one
+        // anti-entropy interval ago are asked for: repair does not race the pushes.
+        let grace = self.config.anti_entropy_interval;
         for (origin, (floor, high)) in &theirs {
             if self.revocations.contains(origin) {
                 continue;
@@ -740,32 +769,23 @@ impl Engine {
                 // Numbers below their floor are gone from them; stop waiting for them.
                 log.raise_floor(*floor);
             }
+            let settled = log.claim(*high, now, grace);
             if *origin == self.me && *high >= self.next_seq {
                 // We lost our own state: never reuse numbers peers already hold.
                 self.next_seq = high + 1;
             }
             let mine = log.high;
-            if *high > mine {
+            let target = (*high).min(settled);
+            if target > mine {
                 let busy = self
                     .outstanding
                     .get(origin)
                     .is_some_and(|o| now.since(o.at) < self.config.request_timeout);
                 if !busy {
-                    self.request(from, *origin, mine + 1, *high, now, out);
+                    self.request(from, *origin, mine + 1, target, now, out);
                 }
             }
         }
-        // Push: what we have that they lack.
-        let mut repair = Vec::new();
-        for (origin, log) in &self.logs {
-            let their_high = theirs.get(origin).map_or(0, |m| m.1);
-            if log.high > their_high {
-                let start = their_high.saturating_add(1).max(log.floor);
-                let end = log.high.min(start.saturating_add(self.config.repair_batch - 1));
-                repair.extend(log.held.range(start..=end).map(|(_, s)| s.clone()));
-            }
-        }
-        self.send_repair(from, repair, out);
     }
 
     fn on_request(&mut self, from: NodeId, request: RangeRequest, out: &mut Vec<OutEvent>) {

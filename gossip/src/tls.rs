@@ -224,12 +224,17 @@ pub fn quic_crypto(
         .with_client_cert_verifier(verifier.clone())
         .with_single_cert(vec![cert.clone()], private.clone_key())?;
     server.alpn_protocols = vec![ALPN.to_vec()];
+    // No session resumption: a resumed session skips certificate verification, and with
+    // it the revocation check.
+    server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    server.send_tls13_tickets = 0;
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(vec![cert], private)?;
     client.alpn_protocols = vec![ALPN.to_vec()];
+    client.resumption = rustls::client::Resumption::disabled();
     let server = quinn::crypto::rustls::QuicServerConfig::try_from(server)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
     let client = quinn::crypto::rustls::QuicClientConfig::try_from(client)

@@ -196,7 +196,8 @@ async fn revoked_members_are_refused_and_cut_off() {
     let keys = FleetKeys::generate(&mut OsRng);
     let fleet = keys.fleet_id();
     let revoked_member = member(&keys);
-    let list = keys.revoke(1, vec![revoked_member.key.node_id()]);
+    let revoked_id = revoked_member.key.node_id();
+    let list = keys.revoke(1, vec![revoked_id]);
     let a = start(config(vec![]), member(&keys), list, 1).await.unwrap();
     let seed = vec![a.handle.local_addr()];
     // Revoked before it ever connects: refused at the TLS handshake.
@@ -209,7 +210,7 @@ async fn revoked_members_are_refused_and_cut_off() {
     assert_eq!(r.handle.stats().await.unwrap().peers_connected, 0);
 
     // Revoked while connected: cut off, and it receives nothing published afterwards.
-    let list = keys.revoke(2, vec![b.handle.node_id()]);
+    let list = keys.revoke(2, vec![revoked_id, b.handle.node_id()]);
     a.handle.revoke(list).await.unwrap();
     sleep(Duration::from_millis(300)).await;
     while b.signals.try_recv().is_ok() {}
