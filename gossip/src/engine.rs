@@ -109,7 +109,8 @@ impl EngineConfig {
                 "retain_per_origin and max_pending_per_origin must be at least 1",
             );
         }
-        if !(self.penalty_limit > 0.0) || !(self.penalty_leak_per_sec >= 0.0) {
+        let penalties_ok = self.penalty_limit > 0.0 && self.penalty_leak_per_sec >= 0.0;
+        if !penalties_ok {
             return err(
                 "penalty_limit",
                 "penalty_limit must be above zero and penalty_leak_per_sec not negative",
@@ -179,7 +180,7 @@ pub enum OutEvent {
 }
 
 /// One origin's signals as held here.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct OriginLog {
     /// Lowest sequence number that can still be held.
     floor: u64,
@@ -191,6 +192,12 @@ struct OriginLog {
     settled: u64,
     /// The claim being aged: (high, when first seen).
     fresh: Option<(u64, Timestamp)>,
+}
+
+impl Default for OriginLog {
+    fn default() -> Self {
+        OriginLog::new()
+    }
 }
 
 impl OriginLog {
@@ -560,7 +567,7 @@ impl Engine {
             signed.push(s);
         }
         self.stats.signals_published += signed.len() as u64;
-        let log = self.logs.entry(self.me).or_insert_with(OriginLog::new);
+        let log = self.logs.entry(self.me).or_default();
         for s in &signed {
             log.held.insert(s.signal.seq, s.clone());
         }
@@ -665,7 +672,7 @@ impl Engine {
                 continue;
             }
             let origin = s.signal.origin;
-            let log = self.logs.entry(origin).or_insert_with(OriginLog::new);
+            let log = self.logs.entry(origin).or_default();
             if s.signal.seq > log.high.saturating_add(1)
                 && log.pending() >= self.config.max_pending_per_origin
             {
@@ -764,7 +771,7 @@ impl Engine {
             if self.revocations.contains(origin) {
                 continue;
             }
-            let log = self.logs.entry(*origin).or_insert_with(OriginLog::new);
+            let log = self.logs.entry(*origin).or_default();
             if *floor > log.high + 1 {
                 // Numbers below their floor are gone from them; stop waiting for them.
                 log.raise_floor(*floor);

@@ -1,6 +1,8 @@
 //! Real QUIC on loopback: admitted endpoints exchange signals; endpoints with a forged,
 //! foreign or revoked membership are refused and receive nothing.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
