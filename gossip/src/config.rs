@@ -34,6 +34,10 @@ pub struct GossipConfig {
     /// How often per-origin high-water marks are copied into membership state.
     #[serde(with = "millis")]
     pub publish_marks_interval: Duration,
+    /// Validity of the membership certificates this node issues when it holds the admin
+    /// key and answers join requests.
+    #[serde(with = "millis")]
+    pub membership_validity: Duration,
     /// The dissemination protocol's tunables (`[gossip.engine]`); its `max_clock_skew`
     /// also bounds the clock difference tolerated when checking membership certificates.
     pub engine: EngineConfig,
@@ -52,6 +56,7 @@ impl Default for GossipConfig {
             tick_interval: Duration::from_millis(100),
             membership_interval: Duration::from_millis(500),
             publish_marks_interval: Duration::from_secs(1),
+            membership_validity: Duration::from_secs(365 * 86_400),
             engine: EngineConfig::default(),
         }
     }

@@ -524,8 +524,9 @@ impl Engine {
                 }
                 self.adopt_revocations(list, out);
             }
-            Message::Hello(_) => {
-                // The shell consumes the one Hello of a connection; another is a protocol error.
+            Message::Hello(_) | Message::Join(_) | Message::JoinReply(_) => {
+                // The shell consumes the one Hello (or join exchange) of a connection;
+                // another is a protocol error.
                 self.stats.malformed += 1;
                 self.penalize(from, PENALTY_SEVERE, now, "unexpected hello", out);
             }

@@ -26,5 +26,7 @@ pub mod tls;
 pub use admission::{FleetKeys, Membership};
 pub use config::GossipConfig;
 pub use engine::{ConfigError, Engine, EngineConfig, InEvent, OutEvent};
-pub use net::{start, Gossip, GossipHandle, GossipStats, NetError, NetStats, PeerState};
+pub use net::{
+    join, start, start_admin, Gossip, GossipHandle, GossipStats, JoinError, NetError, NetStats, PeerState,
+};
 pub use stats::EngineStats;

@@ -21,7 +21,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, ChitchatMessage, FailureDetectorConfig};
-use palisade_proto::{FleetId, Hello, Message, NodeId, RevocationList, Signal, SignedSignal, Timestamp};
+use palisade_proto::{
+    AdmissionError, FleetId, Hello, JoinReply, JoinRequest, JoinToken, Message, NodeId, NodeKey,
+    RevocationList, Signal, SignedSignal, Timestamp,
+};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -29,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::admission::Membership;
+use crate::admission::{FleetKeys, Membership};
 use crate::config::GossipConfig;
 use crate::engine::{ConfigError, Engine, InEvent, OutEvent};
 use crate::membership::{self, QuicTransport, KEY_HWM_PREFIX, KEY_QUIC_ADDR, KEY_READY, KEY_VERSION};
@@ -88,6 +91,44 @@ pub enum NetError {
     Stopped,
 }
 
+/// Why joining a fleet failed. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The token itself is expired, tampered or not yet valid.
+    #[error("join token refused: {0}")]
+    Token(AdmissionError),
+    /// The token's peer address does not resolve.
+    #[error("cannot resolve the peer address {peer:?} in the join token: {reason}")]
+    Resolve {
+        /// The address in the token.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// The peer could not be reached or the exchange broke off.
+    #[error("cannot reach the fleet member at {peer}: {reason} (is it running, and is its UDP port open?)")]
+    Connect {
+        /// The address dialled.
+        peer: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The peer refused to admit this node.
+    #[error("the fleet member at {peer} refused to admit this node: {reason}")]
+    Refused {
+        /// The address dialled.
+        peer: SocketAddr,
+        /// Its reason.
+        reason: String,
+    },
+    /// The certificate received does not admit this node.
+    #[error("the certificate received does not admit this node: {0}")]
+    BadCertificate(AdmissionError),
+    /// The TLS identity could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
 /// Counters of the QUIC shell (the engine's are in [`EngineStats`]).
 #[derive(Debug, Default)]
 struct NetCounters {
@@ -100,6 +141,8 @@ struct NetCounters {
     membership_out: AtomicU64,
     membership_dropped: AtomicU64,
     dials: AtomicU64,
+    joins_accepted: AtomicU64,
+    joins_refused: AtomicU64,
 }
 
 /// A snapshot of the shell's counters.
@@ -123,6 +166,10 @@ pub struct NetStats {
     pub membership_dropped: u64,
     /// Outgoing connection attempts.
     pub dials: u64,
+    /// Join requests answered with a certificate.
+    pub joins_accepted: u64,
+    /// Join requests refused.
+    pub joins_refused: u64,
 }
 
 impl NetCounters {
@@ -138,6 +185,8 @@ impl NetCounters {
             membership_out: get(&self.membership_out),
             membership_dropped: get(&self.membership_dropped),
             dials: get(&self.dials),
+            joins_accepted: get(&self.joins_accepted),
+            joins_refused: get(&self.joins_refused),
         }
     }
 }
@@ -279,6 +328,28 @@ pub async fn start(
     revocations: RevocationList,
     next_seq: u64,
 ) -> Result<Gossip, NetError> {
+    start_inner(config, membership, revocations, next_seq, None).await
+}
+
+/// Like [`start`], on the node that holds the fleet admin's keys: it also answers join
+/// requests (see [`join`]) with certificates valid for `gossip.membership_validity`.
+pub async fn start_admin(
+    config: GossipConfig,
+    membership: Membership,
+    revocations: RevocationList,
+    next_seq: u64,
+    admin: FleetKeys,
+) -> Result<Gossip, NetError> {
+    start_inner(config, membership, revocations, next_seq, Some(admin)).await
+}
+
+async fn start_inner(
+    config: GossipConfig,
+    membership: Membership,
+    revocations: RevocationList,
+    next_seq: u64,
+    admin: Option<FleetKeys>,
+) -> Result<Gossip, NetError> {
     config.validate()?;
     let me = membership.key.node_id();
     let fleet = membership.fleet();
@@ -366,6 +437,10 @@ pub async fn start(
         events: events_tx,
         counters: counters.clone(),
         next_conn_id: AtomicU64::new(1),
+        admin,
+        fleet_secret: membership.fleet_secret,
+        membership_validity: config.membership_validity,
+        revocations: Arc::new(RwLock::new(revocations.clone())),
     });
     let engine =
         Engine::new(membership.key.clone(), fleet, config.engine.clone(), next_seq, revocations, now);
@@ -404,6 +479,11 @@ struct ConnContext {
     events: mpsc::Sender<ConnEvent>,
     counters: Arc<NetCounters>,
     next_conn_id: AtomicU64,
+    admin: Option<FleetKeys>,
+    fleet_secret: [u8; 32],
+    membership_validity: Duration,
+    /// The latest verified revocation list, handed to joining nodes.
+    revocations: Arc<RwLock<RevocationList>>,
 }
 
 enum ConnEvent {
@@ -562,6 +642,9 @@ impl Driver {
                 OutEvent::Revocations(list) => {
                     if let Ok(mut set) = self.revoked.write() {
                         *set = list.revoked.iter().copied().collect();
+                    }
+                    if let Ok(mut current) = self.context.revocations.write() {
+                        *current = list.clone();
                     }
                     info!(
                         serial = list.serial,
@@ -835,6 +918,10 @@ async fn admit(
             .await
             .map_err(|_| "no hello in time".to_owned())?
             .map_err(|_| "hello unreadable".to_owned())?;
+        if let Ok(Message::Join(request)) = Message::decode(&bytes) {
+            answer_join(conn, peer, request, context).await;
+            return Err(JOIN_ANSWERED.to_owned());
+        }
         let hello = check_hello(&bytes, peer, context)?;
         let mut send = conn.open_uni().await.map_err(|e| io(&e))?;
         write_frame(&mut send, &context.hello).await.map_err(|e| io(&e))?;
@@ -855,6 +942,7 @@ async fn connection(conn: Connection, dialled: bool, context: Arc<ConnContext>) 
     };
     let (mut send, mut recv, hello) = match admit(&conn, &peer, dialled, &context).await {
         Ok(admitted) => admitted,
+        Err(reason) if reason == JOIN_ANSWERED => return,
         Err(reason) => {
             bump(&context.counters.handshakes_refused);
             warn!(peer = %peer.short(), remote = %conn.remote_address(), reason = %reason, "peer refused");
@@ -897,4 +985,119 @@ async fn connection(conn: Connection, dialled: bool, context: Arc<ConnContext>) 
         }
     }
     let _ = context.events.send(ConnEvent::Down { peer, conn_id }).await;
+}
+
+/// Marks a connection that carried a join exchange rather than gossip.
+const JOIN_ANSWERED: &str = "join request answered";
+
+/// How long a join exchange may take.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn check_join(peer: &NodeId, request: &JoinRequest, context: &ConnContext) -> Result<JoinReply, String> {
+    let Some(admin) = &context.admin else {
+        return Err(
+            "this member does not hold the fleet admin key; ask the admin for a token naming the admin node"
+                .into(),
+        );
+    };
+    if request.node != *peer {
+        return Err("the join request names a node other than the key of its connection".into());
+    }
+    request
+        .token
+        .verify(&context.fleet, wall_clock(), context.skew)
+        .map_err(|e| format!("join token refused: {e}"))?;
+    if context.revoked.read().map(|set| set.contains(peer)).unwrap_or(true) {
+        return Err(format!("node {peer} has been revoked from this fleet"));
+    }
+    let membership = admin.certify(*peer, wall_clock(), context.membership_validity);
+    let revocations = context
+        .revocations
+        .read()
+        .map(|list| list.clone())
+        .unwrap_or_else(|_| RevocationList::empty(context.fleet));
+    Ok(JoinReply::Accepted { membership, fleet_secret: context.fleet_secret, revocations })
+}
+
+/// Answers a join request on the connection it arrived on, then lets the joiner close.
+async fn answer_join(conn: &Connection, peer: &NodeId, request: JoinRequest, context: &ConnContext) {
+    let reply = match check_join(peer, &request, context) {
+        Ok(reply) => {
+            bump(&context.counters.joins_accepted);
+            info!(node = %peer.short(), "admitted a new member");
+            reply
+        }
+        Err(mut reason) => {
+            bump(&context.counters.joins_refused);
+            warn!(node = %peer.short(), reason = %reason, "join refused");
+            reason.truncate(palisade_proto::gossip::MAX_REASON_LEN);
+            JoinReply::Refused(reason)
+        }
+    };
+    let Ok(bytes) = Message::JoinReply(reply).encode() else { return };
+    if let Ok(mut send) = conn.open_uni().await {
+        if write_frame(&mut send, &bytes).await.is_ok() {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(JOIN_TIMEOUT, conn.closed()).await;
+        }
+    }
+}
+
+/// Joins a fleet: dials the member named in `token` with the node's key, presents the
+/// token, and returns the membership (certificate + fleet secret) and the fleet's
+/// revocation list. The member must be the one holding the admin key ([`start_admin`]).
+pub async fn join(token: &JoinToken, key: &NodeKey) -> Result<(Membership, RevocationList), JoinError> {
+    let skew = crate::engine::EngineConfig::default().max_clock_skew;
+    // The token is signed by the fleet it names; checking it here gives a plain error
+    // for an expired or damaged token before any network traffic.
+    token.verify(&token.fleet, wall_clock(), skew).map_err(JoinError::Token)?;
+    let peer = tokio::net::lookup_host(token.peer.as_str())
+        .await
+        .map_err(|e| JoinError::Resolve { peer: token.peer.clone(), reason: e.to_string() })?
+        .next()
+        .ok_or_else(|| JoinError::Resolve { peer: token.peer.clone(), reason: "no address".into() })?;
+    let connect_err = |reason: String| JoinError::Connect { peer, reason };
+    let (_, client) = tls::quic_crypto(key, RevokedSet::default())?;
+    let bind: SocketAddr =
+        if peer.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let mut endpoint = Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(client)));
+    let exchange = async {
+        let conn = endpoint
+            .connect(peer, tls::SERVER_NAME)
+            .map_err(|e| connect_err(e.to_string()))?
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let request = Message::Join(JoinRequest { token: token.clone(), node: key.node_id() })
+            .encode()
+            .map_err(|e| connect_err(e.to_string()))?;
+        let mut send = conn.open_uni().await.map_err(|e| connect_err(e.to_string()))?;
+        write_frame(&mut send, &request).await.map_err(|e| connect_err(e.to_string()))?;
+        let mut recv = conn.accept_uni().await.map_err(|e| connect_err(e.to_string()))?;
+        let bytes = read_frame(&mut recv, palisade_proto::envelope::MAX_MESSAGE_BYTES as u32)
+            .await
+            .map_err(|_| connect_err("the answer was cut off".into()))?;
+        conn.close(VarInt::from_u32(close::SHUTDOWN), b"joined");
+        match Message::decode(&bytes) {
+            Ok(Message::JoinReply(reply)) => Ok(reply),
+            _ => Err(connect_err("the answer is not a join reply".into())),
+        }
+    };
+    let reply =
+        tokio::time::timeout(JOIN_TIMEOUT, exchange).await.map_err(|_| connect_err("timed out".into()))??;
+    endpoint.close(VarInt::from_u32(close::SHUTDOWN), b"joined");
+    match reply {
+        JoinReply::Refused(reason) => Err(JoinError::Refused { peer, reason }),
+        JoinReply::Accepted { membership, fleet_secret, revocations } => {
+            membership
+                .verify(&token.fleet, &key.node_id(), wall_clock(), skew)
+                .map_err(JoinError::BadCertificate)?;
+            let revocations = if revocations.verify(&token.fleet).is_ok() {
+                revocations
+            } else {
+                RevocationList::empty(token.fleet)
+            };
+            Ok((Membership { key: key.clone(), cert: membership, fleet_secret }, revocations))
+        }
+    }
 }

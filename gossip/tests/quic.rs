@@ -229,3 +229,72 @@ async fn revoked_members_are_refused_and_cut_off() {
         node.handle.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_with_a_token_and_bad_tokens_say_why() {
+    use palisade_gossip::{join, start_admin, JoinError};
+    let keys = FleetKeys::generate(&mut OsRng);
+    let fleet = keys.fleet_id();
+    let early = member(&keys);
+    let list = keys.revoke(1, vec![early.key.node_id()]);
+    let admin_node = start_admin(config(vec![]), member(&keys), list, 1, keys.clone()).await.unwrap();
+    let plain = start(config(vec![]), member(&keys), RevocationList::empty(fleet), 1).await.unwrap();
+    let admin_addr = admin_node.handle.local_addr().to_string();
+
+    // A good token: the new node gets a certificate, the secret and the revocation list,
+    // then gossips like any member.
+    let token = keys.invite(&admin_addr, wall_clock(), Duration::from_secs(600), &mut OsRng);
+    let token = palisade_proto::JoinToken::from_text(&token.to_text()).unwrap();
+    let newcomer_key = NodeKey::generate(&mut OsRng);
+    let (joined, revocations) = join(&token, &newcomer_key).await.unwrap();
+    assert_eq!(joined.fleet(), fleet);
+    assert_eq!(joined.fleet_secret, keys.fleet_secret());
+    assert_eq!(revocations.serial, 1);
+    assert!(revocations.contains(&early.key.node_id()));
+    let mut newcomer =
+        start(config(vec![admin_node.handle.local_addr()]), joined, revocations, 1).await.unwrap();
+    admin_node.handle.publish(signals(20)).await.unwrap();
+    let got =
+        receive_all(&mut newcomer, &ids(admin_node.handle.node_id(), 1..=20), Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 20);
+
+    // Expired: refused before any traffic, and the error says so.
+    let old = keys.invite(
+        &admin_addr,
+        palisade_proto::Timestamp::from_secs(1_000_000),
+        Duration::from_secs(60),
+        &mut OsRng,
+    );
+    let err = join(&old, &NodeKey::generate(&mut OsRng)).await.unwrap_err();
+    assert!(matches!(err, JoinError::Token(palisade_proto::AdmissionError::Expired { .. })), "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+    // Tampered: the signature no longer holds.
+    let mut tampered = token.clone();
+    tampered.expires = tampered.expires.saturating_add(Duration::from_secs(86_400 * 365));
+    let err = join(&tampered, &NodeKey::generate(&mut OsRng)).await.unwrap_err();
+    assert!(matches!(err, JoinError::Token(palisade_proto::AdmissionError::BadSignature)), "{err}");
+    // Another fleet's token sent to this fleet's admin: refused by the peer, saying why.
+    let other = FleetKeys::generate(&mut OsRng);
+    let foreign = other.invite(&admin_addr, wall_clock(), Duration::from_secs(600), &mut OsRng);
+    let err = join(&foreign, &NodeKey::generate(&mut OsRng)).await.unwrap_err();
+    assert!(matches!(err, JoinError::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("fleet"), "{err}");
+    // A revoked node cannot join again.
+    let err = join(&token, &early.key).await.unwrap_err();
+    assert!(matches!(err, JoinError::Connect { .. } | JoinError::Refused { .. }), "{err}");
+    // A member without the admin key refuses to admit.
+    let to_plain = keys.invite(
+        &plain.handle.local_addr().to_string(),
+        wall_clock(),
+        Duration::from_secs(600),
+        &mut OsRng,
+    );
+    let err = join(&to_plain, &NodeKey::generate(&mut OsRng)).await.unwrap_err();
+    assert!(matches!(err, JoinError::Refused { .. }) && err.to_string().contains("admin key"), "{err}");
+    let stats = admin_node.handle.stats().await.unwrap();
+    assert_eq!(stats.net.joins_accepted, 1, "{stats:?}");
+    assert!(stats.net.joins_refused >= 1, "{stats:?}");
+    for node in [&admin_node, &plain, &newcomer] {
+        node.handle.shutdown().await;
+    }
+}

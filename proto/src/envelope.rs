@@ -11,7 +11,7 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use bincode::{Decode, Encode};
 
 use crate::fleet::RevocationList;
-use crate::gossip::{Digest, Hello, RangeRequest, MAX_MEMBERSHIP_BYTES};
+use crate::gossip::{Digest, Hello, JoinReply, JoinRequest, RangeRequest, MAX_MEMBERSHIP_BYTES};
 use crate::signal::SignedSignal;
 
 /// The current envelope version.
@@ -44,6 +44,10 @@ pub enum Message {
     Membership(Vec<u8>),
     /// The fleet admin's latest revocation list, relayed by members.
     Revocations(RevocationList),
+    /// A new node asks to be admitted (first and only frame of a join connection).
+    Join(JoinRequest),
+    /// The answer to a join request.
+    JoinReply(JoinReply),
 }
 
 /// Why bytes could not be turned into a message, or a message into bytes.
@@ -99,6 +103,13 @@ impl Message {
                 }
                 Ok(())
             }
+            Message::Join(request) => {
+                if request.token.peer.len() > crate::fleet::MAX_PEER_ADDR_LEN {
+                    return Err(WireError::Invalid("join token peer address longer than 255 bytes"));
+                }
+                Ok(())
+            }
+            Message::JoinReply(reply) => reply.validate(),
         }
     }
 
@@ -205,6 +216,26 @@ mod tests {
                 RangeRequest { origin: NodeId(o), from, to: from + n }
             )),
             proptest::collection::vec(any::<u8>(), 0..2000).prop_map(Message::Membership),
+            (any::<[u8; 32]>(), "[0-9.:]{1,40}", any::<i64>(), any::<[u8; 16]>(), any::<[u8; 32]>())
+                .prop_map(|(admin, peer, at, nonce, node)| Message::Join(crate::gossip::JoinRequest {
+                    token: crate::fleet::JoinToken::issue(
+                        &NodeKey::from_bytes(&admin),
+                        &peer,
+                        Timestamp(at),
+                        std::time::Duration::from_secs(3600),
+                        nonce,
+                    ),
+                    node: NodeId(node),
+                })),
+            (arb_cert(), any::<[u8; 32]>()).prop_map(|(membership, fleet_secret)| {
+                let revocations = crate::fleet::RevocationList::empty(membership.fleet);
+                Message::JoinReply(crate::gossip::JoinReply::Accepted {
+                    membership,
+                    fleet_secret,
+                    revocations,
+                })
+            }),
+            "[ -~]{0,100}".prop_map(|reason| Message::JoinReply(crate::gossip::JoinReply::Refused(reason))),
             (any::<[u8; 32]>(), any::<u64>(), proptest::collection::vec(any::<[u8; 32]>(), 0..20)).prop_map(
                 |(admin, serial, nodes)| Message::Revocations(crate::fleet::RevocationList::issue(
                     &NodeKey::from_bytes(&admin),

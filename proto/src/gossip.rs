@@ -5,7 +5,7 @@
 use bincode::{Decode, Encode};
 
 use crate::envelope::WireError;
-use crate::fleet::{FleetId, MembershipCert};
+use crate::fleet::{FleetId, JoinToken, MembershipCert, RevocationList};
 use crate::node::NodeId;
 
 /// Most origins one digest may describe.
@@ -16,6 +16,34 @@ pub const MAX_MEMBERSHIP_BYTES: usize = 128 * 1024;
 
 /// Longest advertised address, in bytes.
 pub const MAX_ADDR_LEN: usize = 255;
+
+/// Longest refusal reason, in bytes.
+pub const MAX_REASON_LEN: usize = 512;
+
+/// A new node asks a member holding the admin key for its membership certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct JoinRequest {
+    /// The invitation.
+    pub token: JoinToken,
+    /// The node to admit; must be the key of the TLS connection it arrives on.
+    pub node: NodeId,
+}
+
+/// The answer to a [`JoinRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum JoinReply {
+    /// Admitted: the certificate, the fleet secret and the current revocation list.
+    Accepted {
+        /// The new node's membership certificate.
+        membership: MembershipCert,
+        /// The secret IP hashing and sealing keys derive from.
+        fleet_secret: [u8; 32],
+        /// The fleet's current revocation list.
+        revocations: RevocationList,
+    },
+    /// Refused, and why (for the operator).
+    Refused(String),
+}
 
 /// The first message on every connection, in each direction: who I am and why I may be
 /// here. Nothing else is sent before the peer's `Hello` has been checked.
@@ -83,6 +111,23 @@ impl Digest {
             return Err(WireError::Invalid("digest mark with floor 0 or high below floor - 1"));
         }
         Ok(())
+    }
+}
+
+impl JoinReply {
+    /// Bounds a decoder cannot express.
+    pub fn validate(&self) -> Result<(), WireError> {
+        match self {
+            JoinReply::Refused(reason) if reason.len() > MAX_REASON_LEN => {
+                Err(WireError::Invalid("refusal reason longer than 512 bytes"))
+            }
+            JoinReply::Accepted { revocations, .. }
+                if revocations.revoked.len() > crate::fleet::MAX_REVOKED =>
+            {
+                Err(WireError::Invalid("revocation list longer than 4096 nodes"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

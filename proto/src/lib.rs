@@ -23,7 +23,7 @@ pub mod time;
 pub use decision::{Decision, DecisionType, Origin, Scope};
 pub use envelope::{Message, WireError};
 pub use fleet::{AdmissionError, FleetId, JoinToken, MembershipCert, RevocationList};
-pub use gossip::{Digest, Hello, OriginMark, RangeRequest};
+pub use gossip::{Digest, Hello, JoinReply, JoinRequest, OriginMark, RangeRequest};
 pub use ip::{Epoch, HashKey, HashedIp, SealKey, SealedIp};
 pub use node::{NodeId, NodeKey};
 pub use signal::{Signal, SignalId, SignedSignal};
