@@ -31,6 +31,7 @@ pub struct JoinRequest {
 
 /// The answer to a [`JoinRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[allow(clippy::large_enum_variant)] // sent once per join: size does not matter
 pub enum JoinReply {
     /// Admitted: the certificate, the fleet secret and the current revocation list.
     Accepted {
