@@ -151,6 +151,7 @@ pub enum InEvent {
 
 /// What the engine asks its shell to do.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // short-lived, consumed right after `handle` returns
 pub enum OutEvent {
     /// Send a message to a peer (best effort: a lost message is repaired later).
     Send {
