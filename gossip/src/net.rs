@@ -441,6 +441,7 @@ async fn start_inner(
         fleet_secret: membership.fleet_secret,
         membership_validity: config.membership_validity,
         revocations: Arc::new(RwLock::new(revocations.clone())),
+        banned: Arc::default(),
     });
     let engine =
         Engine::new(membership.key.clone(), fleet, config.engine.clone(), next_seq, revocations, now);
@@ -484,6 +485,8 @@ struct ConnContext {
     membership_validity: Duration,
     /// The latest verified revocation list, handed to joining nodes.
     revocations: Arc<RwLock<RevocationList>>,
+    /// Peers cut off for misbehaving, and until when they are refused.
+    banned: Arc<RwLock<HashMap<NodeId, Timestamp>>>,
 }
 
 enum ConnEvent {
@@ -621,6 +624,13 @@ impl Driver {
                     let _ = self.deliver.send(signals).await;
                 }
                 OutEvent::Disconnect { peer, reason } => {
+                    let now = wall_clock();
+                    if let (Some(until), Ok(mut banned)) =
+                        (self.engine.banned_until(&peer, now), self.context.banned.write())
+                    {
+                        banned.retain(|_, until| *until > now);
+                        banned.insert(peer, until);
+                    }
                     if let Some(link) = self.links.remove(&peer) {
                         warn!(peer = %peer.short(), reason, "disconnecting peer");
                         link.conn.close(VarInt::from_u32(close::MISBEHAVED), reason.as_bytes());
@@ -883,6 +893,12 @@ fn check_hello(bytes: &[u8], peer: &NodeId, context: &ConnContext) -> Result<Hel
     hello.membership.verify(&context.fleet, peer, wall_clock(), context.skew).map_err(|e| e.to_string())?;
     if context.revoked.read().map(|set| set.contains(peer)).unwrap_or(true) {
         return Err("peer is revoked".into());
+    }
+    let now = wall_clock();
+    if let Some(until) =
+        context.banned.read().ok().and_then(|b| b.get(peer).copied()).filter(|until| *until > now)
+    {
+        return Err(format!("peer is banned for misbehaving for {} s more", until.since(now).as_secs()));
     }
     Ok(hello)
 }

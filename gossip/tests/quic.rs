@@ -298,3 +298,72 @@ async fn a_node_joins_with_a_token_and_bad_tokens_say_why() {
         node.handle.shutdown().await;
     }
 }
+
+/// An admitted member speaking raw frames: dials `target`, exchanges Hellos, and
+/// returns the connection and its send stream, or why it was refused.
+async fn raw_member(
+    member: &Membership,
+    target: SocketAddr,
+) -> Result<(quinn::Connection, quinn::SendStream), String> {
+    use palisade_proto::{Hello, Message};
+    let (_, client) = palisade_gossip::tls::quic_crypto(&member.key, Default::default()).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(client)));
+    let hello = Message::Hello(Hello {
+        fleet: member.cert.fleet,
+        membership: member.cert.clone(),
+        quic_addr: endpoint.local_addr().unwrap().to_string(),
+        version: "raw".into(),
+    })
+    .encode()
+    .unwrap();
+    let conn = endpoint.connect(target, palisade_gossip::tls::SERVER_NAME).unwrap().await.unwrap();
+    let mut send = conn.open_uni().await.unwrap();
+    send.write_all(&(hello.len() as u32).to_le_bytes()).await.unwrap();
+    send.write_all(&hello).await.unwrap();
+    let mut recv = conn.accept_uni().await.map_err(|e| e.to_string())?;
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+    let mut their_hello = vec![0u8; u32::from_le_bytes(len) as usize];
+    recv.read_exact(&mut their_hello).await.map_err(|e| e.to_string())?;
+    assert!(matches!(Message::decode(&their_hello), Ok(Message::Hello(_))));
+    Ok((conn, send))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_frames_cut_the_sender_off() {
+    let keys = FleetKeys::generate(&mut OsRng);
+    let a = start(config(vec![]), member(&keys), RevocationList::empty(keys.fleet_id()), 1).await.unwrap();
+    let addr = a.handle.local_addr();
+
+    // A frame announced over the limit is never read: the connection is closed.
+    let (conn, mut send) = raw_member(&member(&keys), addr).await.unwrap();
+    send.write_all(&(64u32 << 20).to_le_bytes()).await.unwrap();
+    let reason = timeout(Duration::from_secs(5), conn.closed()).await.expect("connection not closed");
+    assert!(format!("{reason}").contains("oversized"), "{reason}");
+
+    // Garbage frames: counted as malformed, rate limited, then cut off and banned.
+    let garbage_member = member(&keys);
+    let (conn, mut send) = raw_member(&garbage_member, addr).await.unwrap();
+    for i in 0..40u8 {
+        let frame = [1, 0xff, 0xfe, i];
+        if send.write_all(&(frame.len() as u32).to_le_bytes()).await.is_err()
+            || send.write_all(&frame).await.is_err()
+        {
+            break;
+        }
+    }
+    let reason = timeout(Duration::from_secs(5), conn.closed()).await.expect("connection not closed");
+    // Closed for misbehaving (code 2): "malformed frame" or "kept sending while rate limited".
+    assert!(format!("{reason}").contains("(code 2)"), "{reason}");
+    let stats = a.handle.stats().await.unwrap();
+    assert_eq!(stats.engine.oversized, 1, "{stats:?}");
+    assert!(stats.engine.malformed >= 5, "{stats:?}");
+    assert!(stats.engine.rate_limited >= 1, "{stats:?}");
+    assert_eq!(stats.engine.peers_disconnected, 1, "{stats:?}");
+    // While banned, it is refused at its Hello.
+    let refused = raw_member(&garbage_member, addr).await.err().expect("a banned peer was admitted");
+    assert!(refused.contains("banned"), "{refused}");
+    assert!(raw_member(&member(&keys), addr).await.is_ok(), "an honest member is still admitted");
+    a.handle.shutdown().await;
+}
