@@ -255,6 +255,10 @@ impl OriginLog {
 struct Peer {
     /// The peer's last digest: origin -> (floor, high).
     marks: BTreeMap<NodeId, (u64, u64)>,
+    /// Whether a digest arrived since the connection came up. The first one is acted on
+    /// in full: nothing can be in flight to us on a connection that just opened, and it
+    /// is how a node that was away catches up at once.
+    digested: bool,
     /// Misbehaviour points, leaking at `penalty_leak_per_sec`.
     penalty: f64,
     penalty_at: Timestamp,
@@ -262,7 +266,7 @@ struct Peer {
 
 impl Peer {
     fn new(now: Timestamp) -> Self {
-        Peer { marks: BTreeMap::new(), penalty: 0.0, penalty_at: now }
+        Peer { marks: BTreeMap::new(), digested: false, penalty: 0.0, penalty_at: now }
     }
 
     fn knows(&self, id: &SignalId) -> bool {
@@ -762,9 +766,13 @@ impl Engine {
     fn on_digest(&mut self, from: NodeId, digest: Digest, now: Timestamp, out: &mut Vec<OutEvent>) {
         let theirs: BTreeMap<NodeId, (u64, u64)> =
             digest.marks.iter().map(|m| (m.origin, (m.floor, m.high))).collect();
-        if let Some(peer) = self.peers.get_mut(&from) {
-            peer.marks = theirs.clone();
-        }
+        let first = match self.peers.get_mut(&from) {
+            Some(peer) => {
+                peer.marks = theirs.clone();
+                !std::mem::replace(&mut peer.digested, true)
+            }
+            None => false,
+        };
         // Pull what they have that we lack. Push gossip is usually already carrying the
         // newest signals, so only numbers claimed by some digest at least one
         // anti-entropy interval ago are asked for: repair does not race the pushes.
@@ -784,7 +792,7 @@ impl Engine {
                 self.next_seq = high + 1;
             }
             let mine = log.high;
-            let target = (*high).min(settled);
+            let target = if first { *high } else { (*high).min(settled) };
             if target > mine {
                 let busy = self
                     .outstanding

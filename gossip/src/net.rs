@@ -497,6 +497,7 @@ enum ConnEvent {
         tx: mpsc::Sender<Vec<u8>>,
         addr: SocketAddr,
         dialled: bool,
+        expires: Timestamp,
     },
     Frame {
         peer: NodeId,
@@ -518,6 +519,8 @@ struct Link {
     tx: mpsc::Sender<Vec<u8>>,
     addr: SocketAddr,
     dialled: bool,
+    /// When the peer's membership certificate expires: the connection ends then.
+    expires: Timestamp,
 }
 
 struct Driver {
@@ -675,7 +678,7 @@ impl Driver {
 
     async fn on_conn_event(&mut self, event: ConnEvent) {
         match event {
-            ConnEvent::Up { peer, conn, conn_id, tx, addr, dialled } => {
+            ConnEvent::Up { peer, conn, conn_id, tx, addr, dialled, expires } => {
                 if let Some(existing) = self.links.get(&peer) {
                     // Both ends keep the connection dialled by the smaller node id.
                     let keep_new = dialled == (self.me < peer);
@@ -688,7 +691,7 @@ impl Driver {
                 }
                 debug!(peer = %peer.short(), %addr, dialled, "peer admitted");
                 self.by_addr.insert(addr, peer);
-                self.links.insert(peer, Link { conn, conn_id, tx, addr, dialled });
+                self.links.insert(peer, Link { conn, conn_id, tx, addr, dialled, expires });
                 self.step(InEvent::PeerUp(peer)).await;
             }
             ConnEvent::Frame { peer, bytes } => self.step(InEvent::Received { from: peer, bytes }).await,
@@ -754,6 +757,19 @@ impl Driver {
 
     async fn on_tick(&mut self) {
         self.step(InEvent::Tick).await;
+        // A membership certificate that expires ends its connections (the peer must renew
+        // it; until then its Hello is refused).
+        let cutoff = wall_clock().saturating_sub(self.config.engine.max_clock_skew);
+        let expired: Vec<NodeId> =
+            self.links.iter().filter(|(_, l)| l.expires <= cutoff).map(|(p, _)| *p).collect();
+        for peer in expired {
+            if let Some(link) = self.links.remove(&peer) {
+                info!(peer = %peer.short(), "membership certificate expired: closing");
+                link.conn.close(VarInt::from_u32(close::REFUSED), b"membership certificate expired");
+                self.by_addr.remove(&link.addr);
+                self.step(InEvent::PeerDown(peer)).await;
+            }
+        }
         if self.last_marks_at.elapsed() < self.config.publish_marks_interval {
             return;
         }
@@ -981,7 +997,8 @@ async fn connection(conn: Connection, dialled: bool, context: Arc<ConnContext>) 
         }
         let _ = send.finish();
     });
-    let up = ConnEvent::Up { peer, conn: conn.clone(), conn_id, tx, addr, dialled };
+    let expires = hello.membership.expires;
+    let up = ConnEvent::Up { peer, conn: conn.clone(), conn_id, tx, addr, dialled, expires };
     if context.events.send(up).await.is_err() {
         return;
     }

@@ -368,3 +368,40 @@ async fn oversized_and_malformed_frames_cut_the_sender_off() {
     assert!(raw_member(&member(&keys), addr).await.is_ok(), "an honest member is still admitted");
     a.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_membership_ends_the_connection() {
+    let keys = FleetKeys::generate(&mut OsRng);
+    let fleet = keys.fleet_id();
+    let mut tight = config(vec![]);
+    tight.engine.max_clock_skew = Duration::from_millis(100);
+    let a = start(tight.clone(), member(&keys), RevocationList::empty(fleet), 1).await.unwrap();
+    let key = NodeKey::generate(&mut OsRng);
+    let cert = keys.certify(key.node_id(), wall_clock(), Duration::from_millis(2500));
+    let b_expires = cert.expires;
+    let short = Membership { key, cert, fleet_secret: keys.fleet_secret() };
+    tight.seeds = vec![a.handle.local_addr()];
+    let mut b = start(tight, short, RevocationList::empty(fleet), 1).await.unwrap();
+    a.handle.publish(signals(10)).await.unwrap();
+    let got = receive_all(&mut b, &ids(a.handle.node_id(), 1..=10), Duration::from_secs(2)).await.len();
+    assert_eq!(got, 10);
+    // Past the expiry plus the tolerated skew, plus a few ticks.
+    sleep(b_expires.since(wall_clock()) + Duration::from_millis(400)).await;
+    assert_eq!(
+        a.handle.stats().await.unwrap().peers_connected,
+        0,
+        "a kept a connection with an expired member"
+    );
+    a.handle.publish(signals(10)).await.unwrap();
+    assert_eq!(
+        receive_for(&mut b, Duration::from_secs(2)).await,
+        0,
+        "an expired member still received signals"
+    );
+    assert!(
+        a.handle.stats().await.unwrap().net.handshakes_refused >= 1,
+        "the expired member was not refused on redial"
+    );
+    a.handle.shutdown().await;
+    b.handle.shutdown().await;
+}
