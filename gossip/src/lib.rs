@@ -9,6 +9,33 @@
 //! - [`admission`]: the fleet admin's keys and what they sign.
 //! - [`membership`]: chitchat carried over the authenticated QUIC endpoint.
 //!
+//! # Wiring it into a node
+//!
+//! ```no_run
+//! # async fn wire(config: palisade_gossip::GossipConfig, membership: palisade_gossip::Membership)
+//! # -> Result<(), palisade_gossip::NetError> {
+//! use palisade_proto::RevocationList;
+//! let fleet = membership.fleet();
+//! // `next_seq`: persisted by the node (1 the first time); revocations: the last list kept.
+//! let mut gossip = palisade_gossip::start(config, membership, RevocationList::empty(fleet), 1).await?;
+//! let handle = gossip.handle.clone();
+//! // ReputationActor -> gossip: the node's own signals (numbered and signed here).
+//! handle.publish(vec![/* Signal { .. } */]).await?;
+//! // gossip -> ReputationActor: verified signals of other nodes, each once.
+//! while let Some(batch) = gossip.signals.recv().await {
+//!     for signed in batch { let _ = signed.signal.hashed_ip; }
+//! }
+//! // Metrics and peer states.
+//! let stats = handle.stats().await?;
+//! let peers = handle.peers().await?;
+//! # let _ = (stats, peers);
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! A new node gets its [`Membership`] with [`net::join`] (a join token from
+//! [`FleetKeys::invite`]); the node holding the admin keys runs [`net::start_admin`].
+//!
 //! This crate must never decide anything about IPs (that is the reputation actor's job),
 //! and must never speak to anyone that has not proven fleet membership: no open UDP.
 
