@@ -300,6 +300,8 @@ pub struct Engine {
     logs: BTreeMap<NodeId, OriginLog>,
     peers: BTreeMap<NodeId, Peer>,
     banned: BTreeMap<NodeId, Timestamp>,
+    /// Penalty points of disconnected peers (points, as of when).
+    penalties: BTreeMap<NodeId, (f64, Timestamp)>,
     outstanding: BTreeMap<NodeId, Outstanding>,
     revocations: RevocationList,
     next_digest_at: Timestamp,
@@ -342,6 +344,7 @@ impl Engine {
             logs,
             peers: BTreeMap::new(),
             banned: BTreeMap::new(),
+            penalties: BTreeMap::new(),
             outstanding: BTreeMap::new(),
             revocations,
             next_digest_at: now,
@@ -400,7 +403,13 @@ impl Engine {
         match event {
             InEvent::PeerUp(peer) => self.peer_up(peer, now, &mut out),
             InEvent::PeerDown(peer) => {
-                self.peers.remove(&peer);
+                if let Some(mut gone) = self.peers.remove(&peer) {
+                    // Penalty points outlive the connection: reconnecting does not wipe them.
+                    leak(&mut gone, now, self.config.penalty_leak_per_sec);
+                    if gone.penalty > 0.0 {
+                        self.penalties.insert(peer, (gone.penalty, now));
+                    }
+                }
             }
             InEvent::Received { from, bytes } => {
                 self.stats.messages_in += 1;
@@ -440,7 +449,12 @@ impl Engine {
             return;
         }
         if let std::collections::btree_map::Entry::Vacant(slot) = self.peers.entry(peer) {
-            slot.insert(Peer::new(now));
+            let mut fresh = Peer::new(now);
+            if let Some((penalty, at)) = self.penalties.remove(&peer) {
+                fresh.penalty = penalty;
+                fresh.penalty_at = at;
+            }
+            slot.insert(fresh);
             // A new peer learns at once what we hold, and we learn what it holds.
             let digest = self.digest();
             self.stats.digests_sent += 1;
@@ -830,6 +844,8 @@ impl Engine {
 
     fn tick<R: Rng>(&mut self, now: Timestamp, rng: &mut R, out: &mut Vec<OutEvent>) {
         self.banned.retain(|_, until| *until > now);
+        let leak_rate = self.config.penalty_leak_per_sec;
+        self.penalties.retain(|_, (points, at)| *points - now.since(*at).as_secs_f64() * leak_rate > 0.0);
         let timeout = self.config.request_timeout;
         self.outstanding.retain(|_, o| now.since(o.at) < timeout);
         let leak_rate = self.config.penalty_leak_per_sec;
@@ -1015,6 +1031,27 @@ mod tests {
         // The banned sender is dropped at the door.
         let out = c.handle(InEvent::PeerUp(a.node_id()), T0, &mut rng);
         assert!(out.is_empty() || out.iter().any(|e| matches!(e, OutEvent::Disconnect { .. })));
+    }
+
+    #[test]
+    fn penalties_survive_reconnection() {
+        let admin = NodeKey::from_bytes(&[99; 32]);
+        let mut a = engine(1, &admin);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let bad = NodeId([9; 32]);
+        a.handle(InEvent::PeerUp(bad), T0, &mut rng);
+        for i in 0..4 {
+            a.handle(InEvent::Received { from: bad, bytes: vec![1, 0xff, i] }, T0, &mut rng);
+        }
+        a.handle(InEvent::PeerDown(bad), T0, &mut rng);
+        a.handle(InEvent::PeerUp(bad), T0, &mut rng);
+        // 40 points kept: two more malformed frames pass the rate limit (50), so the
+        // third is dropped unread. A fresh peer would be at 30 points and not limited.
+        for i in 0..3 {
+            a.handle(InEvent::Received { from: bad, bytes: vec![1, 0xff, i] }, T0, &mut rng);
+        }
+        assert_eq!(a.stats().malformed, 6, "{:?}", a.stats());
+        assert_eq!(a.stats().rate_limited, 1, "{:?}", a.stats());
     }
 
     #[test]

@@ -143,21 +143,28 @@ impl SimNetwork {
         (first..last).map(|seq| SignalId { origin, seq }).collect()
     }
 
-    /// Cuts every link between nodes of different groups (nodes in no group are cut from all).
+    /// Cuts every link between nodes of different groups (nodes in no group are cut from
+    /// all). Each side sees the other go down, as QUIC idle timeouts would report.
     pub fn partition(&mut self, groups: &[Vec<usize>]) {
         let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
         for a in 0..self.nodes.len() {
             for b in 0..self.nodes.len() {
-                if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) {
-                    self.cut.insert((a, b));
+                if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) && self.cut.insert((a, b))
+                {
+                    let peer = self.id(b);
+                    self.apply(a, InEvent::PeerDown(peer));
                 }
             }
         }
     }
 
-    /// Restores every link.
+    /// Restores every link; the nodes of each restored link see each other come up.
     pub fn heal(&mut self) {
-        self.cut.clear();
+        let cut = std::mem::take(&mut self.cut);
+        for (a, b) in cut {
+            let peer = self.id(b);
+            self.apply(a, InEvent::PeerUp(peer));
+        }
     }
 
     /// Stops or restarts node `i` (its state is kept, as after a pause or a network outage).
