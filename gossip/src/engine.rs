@@ -795,11 +795,20 @@ impl Engine {
             if self.revocations.contains(origin) {
                 continue;
             }
-            let log = self.logs.entry(*origin).or_default();
-            if *floor > log.high + 1 {
-                // Numbers below their floor are gone from them; stop waiting for them.
-                log.raise_floor(*floor);
+            let mine = self.logs.get(origin).map_or(0, |l| l.high);
+            if *floor > mine + 1 {
+                // Numbers below their floor are gone from them. Stop waiting for them,
+                // unless another peer's digest says it still holds the next one.
+                let elsewhere = self
+                    .peers
+                    .iter()
+                    .filter(|(p, _)| **p != from)
+                    .any(|(_, p)| p.marks.get(origin).is_some_and(|&(f, h)| f <= mine + 1 && h > mine));
+                if !elsewhere {
+                    self.logs.entry(*origin).or_default().raise_floor(*floor);
+                }
             }
+            let log = self.logs.entry(*origin).or_default();
             let settled = log.claim(*high, now, grace);
             if *origin == self.me && *high >= self.next_seq {
                 // We lost our own state: never reuse numbers peers already hold.

@@ -50,6 +50,7 @@ pub struct SimNode {
     pub up: bool,
     /// Peers it cut off.
     pub disconnected: BTreeSet<NodeId>,
+    key: NodeKey,
 }
 
 /// The largest frame the network carries (as the QUIC shell's default).
@@ -108,8 +109,14 @@ impl SimNetwork {
     /// Adds a fresh node, connected to every running node; returns its index.
     pub fn add_node(&mut self) -> usize {
         let key = NodeKey::from_bytes(&self.rng.gen());
-        let engine =
-            Engine::new(key, self.fleet, self.config.clone(), 1, RevocationList::empty(self.fleet), self.now);
+        let engine = Engine::new(
+            key.clone(),
+            self.fleet,
+            self.config.clone(),
+            1,
+            RevocationList::empty(self.fleet),
+            self.now,
+        );
         let id = engine.node_id();
         let i = self.nodes.len();
         self.nodes.push(SimNode {
@@ -117,6 +124,7 @@ impl SimNetwork {
             delivered: BTreeMap::new(),
             up: true,
             disconnected: BTreeSet::new(),
+            key,
         });
         self.index.insert(id, i);
         for j in 0..i {
@@ -170,6 +178,30 @@ impl SimNetwork {
     /// Stops or restarts node `i` (its state is kept, as after a pause or a network outage).
     pub fn set_up(&mut self, i: usize, up: bool) {
         self.nodes[i].up = up;
+    }
+
+    /// Restarts node `i` with its state lost except its persisted `next_seq`, as after a
+    /// crash: its peers see it go down and come back.
+    pub fn restart(&mut self, i: usize) {
+        let next_seq = self.nodes[i].engine.next_seq();
+        let key = self.nodes[i].key.clone();
+        let engine = Engine::new(
+            key,
+            self.fleet,
+            self.config.clone(),
+            next_seq,
+            RevocationList::empty(self.fleet),
+            self.now,
+        );
+        self.nodes[i].engine = engine;
+        self.nodes[i].delivered.clear();
+        let id = self.id(i);
+        for j in (0..self.nodes.len()).filter(|j| *j != i) {
+            let other = self.id(j);
+            self.apply(j, InEvent::PeerDown(id));
+            self.apply(j, InEvent::PeerUp(id));
+            self.apply(i, InEvent::PeerUp(other));
+        }
     }
 
     /// Hands an event to node `i` and routes what it asks for.

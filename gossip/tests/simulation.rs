@@ -264,3 +264,55 @@ fn a_peer_sending_forgeries_is_cut_off_and_honest_nodes_still_converge() {
         Ok(())
     });
 }
+
+#[test]
+fn an_origin_that_lost_unsent_signals_does_not_block_its_peers() {
+    run("an_origin_that_lost_unsent_signals_does_not_block_its_peers", |seed| {
+        let faults = Faults {
+            loss: 0.1,
+            duplicate: 0.05,
+            min_latency: Duration::from_millis(1),
+            max_latency: Duration::from_millis(50),
+        };
+        let mut net = SimNetwork::new(seed, 4, EngineConfig::default(), faults, START);
+        let mut ids = BTreeSet::new();
+        let batch = signals(&mut net, 100);
+        ids.extend(net.publish(0, batch));
+        churn(&mut net, &mut ids, Duration::from_secs(2), 0.3);
+        converge(&mut net, &ids, Duration::from_secs(30))?;
+        // Node 0, cut off, numbers 50 signals nobody receives, then crashes and comes back
+        // with only its persisted next_seq.
+        net.partition(&[vec![1, 2, 3]]);
+        let lost_batch = signals(&mut net, 50);
+        let lost = net.publish(0, lost_batch);
+        net.step(STEP);
+        net.restart(0);
+        net.heal();
+        let batch = signals(&mut net, 20);
+        let after = net.publish(0, batch);
+        ids.extend(after.iter().copied());
+        // The survivors must get past the lost numbers and hold everything after them.
+        let origin = net.id(0);
+        let start = net.now;
+        while !(1..4).all(|i| {
+            after.iter().all(|id| net.nodes[i].engine.holds(id))
+                && net.nodes[i]
+                    .engine
+                    .marks()
+                    .iter()
+                    .any(|m| m.origin == origin && m.high >= after[after.len() - 1].seq)
+        }) {
+            if net.now.since(start) > Duration::from_secs(30) {
+                let marks: Vec<_> = (1..4).map(|i| net.nodes[i].engine.marks()).collect();
+                return Err(format!("peers stuck behind the lost signals: {marks:?}"));
+            }
+            net.step(STEP);
+        }
+        for i in 1..4 {
+            if lost.iter().any(|id| net.nodes[i].delivered.contains_key(id)) {
+                return Err(format!("node {i} was delivered a signal nobody received"));
+            }
+        }
+        Ok(())
+    });
+}
