@@ -143,6 +143,9 @@ pub enum InEvent {
     },
     /// The node's own new signals: the engine numbers them, signs them and spreads them.
     Publish(Vec<Signal>),
+    /// Own signals numbered by [`Engine::number_own`] and signed by [`sign_own`] outside
+    /// the engine (so that signing does not hold up the protocol); the engine spreads them.
+    PublishSigned(Vec<SignedSignal>),
     /// A newer revocation list from the operator.
     Revocations(RevocationList),
     /// Time passed: send digests, forgive penalties, prune.
@@ -434,6 +437,7 @@ impl Engine {
                 self.penalize(from, PENALTY_SEVERE, now, "oversized frame", &mut out);
             }
             InEvent::Publish(signals) => self.publish(signals, now, rng, &mut out),
+            InEvent::PublishSigned(signed) => self.publish_signed(signed, now, rng, &mut out),
             InEvent::Revocations(list) => self.adopt_revocations(list, &mut out),
             InEvent::Tick => self.tick(now, rng, &mut out),
         }
@@ -567,6 +571,25 @@ impl Engine {
         out.push(OutEvent::Revocations(list));
     }
 
+    /// Numbers the node's own new signals: drops (and counts) the invalid ones, gives the
+    /// others consecutive sequence numbers. The shell may then sign them off the engine's
+    /// thread with [`sign_own`] and hand them back as [`InEvent::PublishSigned`].
+    pub fn number_own(&mut self, signals: Vec<Signal>) -> Vec<Signal> {
+        let mut numbered = Vec::with_capacity(signals.len());
+        for mut signal in signals {
+            signal.origin = self.me;
+            signal.seq = self.next_seq;
+            if signal.validate().is_err() {
+                // A bad local signal (empty scenario...) would be refused by every peer.
+                self.stats.local_invalid += 1;
+                continue;
+            }
+            self.next_seq += 1;
+            numbered.push(signal);
+        }
+        numbered
+    }
+
     fn publish<R: Rng>(
         &mut self,
         signals: Vec<Signal>,
@@ -574,25 +597,32 @@ impl Engine {
         rng: &mut R,
         out: &mut Vec<OutEvent>,
     ) {
-        let mut signed = Vec::with_capacity(signals.len());
-        for mut signal in signals {
-            signal.seq = self.next_seq;
-            let s = signal.sign(&self.key);
-            if s.signal.validate().is_err() {
-                // A bad local signal (empty scenario...) would be refused by every peer.
-                self.stats.local_invalid += 1;
-                continue;
-            }
-            self.next_seq += 1;
-            signed.push(s);
-        }
-        self.stats.signals_published += signed.len() as u64;
-        let log = self.logs.entry(self.me).or_default();
+        let numbered = self.number_own(signals);
+        let signed = sign_own(&self.key, numbered);
+        self.publish_signed(signed, now, rng, out);
+    }
+
+    fn publish_signed<R: Rng>(
+        &mut self,
+        signed: Vec<SignedSignal>,
+        now: Timestamp,
+        rng: &mut R,
+        out: &mut Vec<OutEvent>,
+    ) {
+        let me = self.me;
+        let next_seq = self.next_seq;
+        let log = self.logs.entry(me).or_default();
+        // Only signals this engine numbered: own origin, a number it handed out, new.
+        let signed: Vec<SignedSignal> = signed
+            .into_iter()
+            .filter(|s| s.signal.origin == me && s.signal.seq < next_seq && !log.holds(s.signal.seq))
+            .collect();
         for s in &signed {
             log.held.insert(s.signal.seq, s.clone());
         }
         log.advance();
-        self.prune_origin(self.me, now);
+        self.stats.signals_published += signed.len() as u64;
+        self.prune_origin(me, now);
         self.push(signed, None, rng, out);
     }
 
@@ -898,6 +928,12 @@ impl Engine {
         }
         log.floor = floor;
     }
+}
+
+/// Signs signals numbered by [`Engine::number_own`] with the node's key. Pure and
+/// CPU-bound: the QUIC shell runs it on a blocking thread.
+pub fn sign_own(key: &NodeKey, numbered: Vec<Signal>) -> Vec<SignedSignal> {
+    numbered.into_iter().map(|signal| signal.sign(key)).collect()
 }
 
 fn leak(peer: &mut Peer, now: Timestamp, per_sec: f64) {

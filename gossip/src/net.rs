@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::admission::{FleetKeys, Membership};
 use crate::config::GossipConfig;
-use crate::engine::{ConfigError, Engine, InEvent, OutEvent};
+use crate::engine::{sign_own, ConfigError, Engine, InEvent, OutEvent};
 use crate::membership::{self, QuicTransport, KEY_HWM_PREFIX, KEY_QUIC_ADDR, KEY_READY, KEY_VERSION};
 use crate::stats::EngineStats;
 use crate::tls::{self, RevokedSet, TlsError};
@@ -62,6 +62,8 @@ const COMMAND_QUEUE: usize = 64;
 const EVENT_QUEUE: usize = 256;
 const DELIVER_QUEUE: usize = 64;
 const MEMBERSHIP_QUEUE: usize = 128;
+/// Batches of own signals being signed off the driver at once; more are signed inline.
+const SIGNING_JOBS: usize = 4;
 
 /// Why the endpoint could not start or a command could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -445,7 +447,23 @@ async fn start_inner(
     });
     let engine =
         Engine::new(membership.key.clone(), fleet, config.engine.clone(), next_seq, revocations, now);
+    // Signing own signals is the costliest step of publishing: a blocking thread does it
+    // while the driver keeps serving the network. At most SIGNING_JOBS batches are out,
+    // so neither channel can fill up.
+    let (jobs_tx, mut jobs_rx) = mpsc::channel::<Vec<Signal>>(SIGNING_JOBS);
+    let (signed_tx, signed_rx) = mpsc::channel::<Vec<SignedSignal>>(SIGNING_JOBS);
+    let signer_key = membership.key.clone();
+    tokio::task::spawn_blocking(move || {
+        while let Some(numbered) = jobs_rx.blocking_recv() {
+            if signed_tx.blocking_send(sign_own(&signer_key, numbered)).is_err() {
+                break;
+            }
+        }
+    });
     let driver = Driver {
+        key: membership.key.clone(),
+        signing_jobs: jobs_tx,
+        signing_in_flight: 0,
         engine,
         rng: ChaCha20Rng::from_entropy(),
         endpoint,
@@ -463,7 +481,7 @@ async fn start_inner(
         revoked,
         last_marks_at: Instant::now(),
     };
-    let task = tokio::spawn(driver.run(commands_rx, events_rx, membership_out_rx));
+    let task = tokio::spawn(driver.run(commands_rx, events_rx, membership_out_rx, signed_rx));
     let handle = GossipHandle { commands: commands_tx, node_id: me, local_addr };
     info!(node = %me.short(), fleet = %fleet.short(), addr = %local_addr, "gossip endpoint started");
     Ok(Gossip { handle, signals: deliver_rx, task })
@@ -524,6 +542,9 @@ struct Link {
 }
 
 struct Driver {
+    key: NodeKey,
+    signing_jobs: mpsc::Sender<Vec<Signal>>,
+    signing_in_flight: usize,
     engine: Engine,
     rng: ChaCha20Rng,
     endpoint: Endpoint,
@@ -548,6 +569,7 @@ impl Driver {
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::Receiver<ConnEvent>,
         mut membership_out: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+        mut signed: mpsc::Receiver<Vec<SignedSignal>>,
     ) {
         let mut tick = tokio::time::interval(self.config.tick_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -558,6 +580,10 @@ impl Driver {
         loop {
             tokio::select! {
                 biased;
+                Some(batch) = signed.recv() => {
+                    self.signing_in_flight = self.signing_in_flight.saturating_sub(1);
+                    self.step(InEvent::PublishSigned(batch)).await;
+                }
                 command = commands.recv() => match command {
                     None | Some(Command::Shutdown) => break,
                     Some(command) => self.on_command(command).await,
@@ -593,7 +619,29 @@ impl Driver {
 
     async fn on_command(&mut self, command: Command) {
         match command {
-            Command::Publish(signals) => self.step(InEvent::Publish(signals)).await,
+            Command::Publish(signals) => {
+                let numbered = self.engine.number_own(signals);
+                if numbered.is_empty() {
+                    return;
+                }
+                let inline = if self.signing_in_flight < SIGNING_JOBS {
+                    match self.signing_jobs.try_send(numbered) {
+                        Ok(()) => {
+                            self.signing_in_flight += 1;
+                            None
+                        }
+                        Err(mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n)) => {
+                            Some(n)
+                        }
+                    }
+                } else {
+                    Some(numbered)
+                };
+                if let Some(numbered) = inline {
+                    let signed = sign_own(&self.key, numbered);
+                    self.step(InEvent::PublishSigned(signed)).await;
+                }
+            }
             Command::Stats(reply) => {
                 let peers_alive = self.live_nodes().await.len() as u64;
                 let _ = reply.send(GossipStats {
