@@ -16,27 +16,27 @@ pub struct GossipConfig {
     /// Members to contact first (`host:port`).
     pub seeds: Vec<SocketAddr>,
     /// QUIC keep-alive interval.
-    #[serde(with = "millis")]
+    #[serde(with = "duration_text")]
     pub keep_alive: Duration,
     /// QUIC idle timeout: a silent connection is closed after this long.
-    #[serde(with = "millis")]
+    #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
     /// Largest frame accepted from a peer, in bytes (at most the envelope limit).
     pub max_frame_bytes: u32,
     /// Frames queued per peer before new ones are dropped (anti-entropy repairs them).
     pub peer_queue: usize,
     /// How often the engine ticks.
-    #[serde(with = "millis")]
+    #[serde(with = "duration_text")]
     pub tick_interval: Duration,
     /// Membership (chitchat) gossip interval.
-    #[serde(with = "millis")]
+    #[serde(with = "duration_text")]
     pub membership_interval: Duration,
     /// How often per-origin high-water marks are copied into membership state.
-    #[serde(with = "millis")]
+    #[serde(with = "duration_text")]
     pub publish_marks_interval: Duration,
     /// Validity of the membership certificates this node issues when it holds the admin
     /// key and answers join requests.
-    #[serde(with = "millis")]
+    #[serde(with = "duration_text")]
     pub membership_validity: Duration,
     /// The dissemination protocol's tunables (`[gossip.engine]`); its `max_clock_skew`
     /// also bounds the clock difference tolerated when checking membership certificates.
@@ -88,16 +88,43 @@ impl GossipConfig {
     }
 }
 
-/// Durations as whole milliseconds in configuration files.
-pub(crate) mod millis {
+/// Durations written as the rest of Palisade's configuration writes them: `"250ms"`,
+/// `"5s"`, `"1h30m"` (see `palisade_proto::time::parse_duration`).
+pub(crate) mod duration_text {
+    use palisade_proto::time::{go_duration, parse_duration};
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        if d.subsec_millis() != 0 {
+            s.serialize_str(&format!("{}ms", d.as_millis()))
+        } else {
+            s.serialize_str(&go_duration(*d))
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip_as_text_and_unknown_keys_are_refused() {
+        let config = GossipConfig::default();
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(json.contains("\"tick_interval\":\"100ms\""), "{json}");
+        assert!(json.contains("\"idle_timeout\":\"30s\""), "{json}");
+        let back: GossipConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, config);
+        let err = serde_json::from_str::<GossipConfig>(r#"{"tick_interval": "10"}"#).unwrap_err();
+        assert!(err.to_string().contains("unit"), "{err}");
+        assert!(serde_json::from_str::<GossipConfig>(r#"{"fanuot": 3}"#).is_err());
+        let bad = GossipConfig { keep_alive: Duration::from_secs(60), ..GossipConfig::default() };
+        assert_eq!(bad.validate().unwrap_err().key, "keep_alive");
     }
 }

@@ -28,16 +28,16 @@ pub struct EngineConfig {
     /// receives it.
     pub fanout: usize,
     /// How often a node sends its digest (per-origin marks) to one random peer.
-    #[serde(with = "crate::config::millis")]
+    #[serde(with = "crate::config::duration_text")]
     pub anti_entropy_interval: Duration,
     /// How long a range request may stay unanswered before another peer is asked.
-    #[serde(with = "crate::config::millis")]
+    #[serde(with = "crate::config::duration_text")]
     pub request_timeout: Duration,
     /// Most signals sent in answer to one request or one digest, per origin.
     pub repair_batch: u64,
     /// Clock difference between nodes that is tolerated: a signal observed further than
     /// this in the future is refused, and epochs are checked with this slack.
-    #[serde(with = "crate::config::millis")]
+    #[serde(with = "crate::config::duration_text")]
     pub max_clock_skew: Duration,
     /// Length of a hashing epoch, in seconds (must match the node's `HashKey` epochs).
     pub epoch_period_secs: u32,
@@ -54,7 +54,7 @@ pub struct EngineConfig {
     /// Penalty points forgiven per second.
     pub penalty_leak_per_sec: f64,
     /// How long a disconnected peer stays refused.
-    #[serde(with = "crate::config::millis")]
+    #[serde(with = "crate::config::duration_text")]
     pub ban_duration: Duration,
 }
 
