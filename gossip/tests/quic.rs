@@ -152,7 +152,16 @@ async fn three_members_exchange_signals_and_strangers_get_nothing() {
     assert!(sc.net.membership_in > 0, "chitchat ran over QUIC: {sc:?}");
     assert!(c.handle.peers().await.unwrap().iter().all(|p| p.node != foreign.handle.node_id()));
 
-    for node in [&a, &b, &c, &foreign] {
+    // A member that stops is seen disconnected at once (chitchat's failure detector
+    // declares it dead later).
+    b.handle.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.handle.peers().await.unwrap().iter().any(|p| p.node == nb && p.connected) {
+        assert!(Instant::now() < deadline, "c still thinks it is connected to a stopped member");
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.handle.stats().await.unwrap().peers_connected, 1);
+    for node in [&a, &c, &foreign] {
         node.handle.shutdown().await;
     }
 }
