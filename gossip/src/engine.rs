@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use palisade_proto::envelope::{MAX_MESSAGE_BYTES, MAX_SIGNALS_PER_MESSAGE};
-use palisade_proto::signal::verify_batch;
+use palisade_proto::signal::{verify_batch, VerifyError};
 use palisade_proto::{
     Digest, Epoch, FleetId, Message, NodeId, NodeKey, OriginMark, RangeRequest, RevocationList, Signal,
     SignalId, SignedSignal, Timestamp, WireError,
@@ -148,6 +148,15 @@ pub enum InEvent {
     PublishSigned(Vec<SignedSignal>),
     /// A newer revocation list from the operator.
     Revocations(RevocationList),
+    /// The outcome of an [`OutEvent::Verify`]: one result per signal, in order.
+    Verified {
+        /// The peer the signals came from.
+        from: NodeId,
+        /// The signals, as handed out.
+        signals: Vec<SignedSignal>,
+        /// `palisade_proto::signal::verify_batch` of them.
+        results: Vec<Result<(), VerifyError>>,
+    },
     /// Time passed: send digests, forgive penalties, prune.
     Tick,
 }
@@ -181,6 +190,14 @@ pub enum OutEvent {
     },
     /// A newer revocation list was adopted (the node should persist it).
     Revocations(RevocationList),
+    /// Verify these signals (with `verify_batch`) and hand the results back as
+    /// [`InEvent::Verified`]; only with [`Engine::defer_verification`].
+    Verify {
+        /// The peer they came from.
+        from: NodeId,
+        /// Signals that passed every cheaper check.
+        signals: Vec<SignedSignal>,
+    },
 }
 
 /// One origin's signals as held here.
@@ -227,8 +244,10 @@ impl OriginLog {
         seq < self.floor || self.held.contains_key(&seq)
     }
 
+    /// Signals held above the gap. `held` is exactly `floor..=high` plus these.
     fn pending(&self) -> usize {
-        self.held.range(self.high.saturating_add(2)..).count()
+        let contiguous = usize::try_from((self.high + 1).saturating_sub(self.floor)).unwrap_or(usize::MAX);
+        self.held.len().saturating_sub(contiguous)
     }
 
     /// Moves `high` up over every held successor.
@@ -309,6 +328,7 @@ pub struct Engine {
     revocations: RevocationList,
     next_digest_at: Timestamp,
     stats: EngineStats,
+    deferred_verification: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -352,7 +372,15 @@ impl Engine {
             revocations,
             next_digest_at: now,
             stats: EngineStats::default(),
+            deferred_verification: false,
         }
+    }
+
+    /// Hands signature checks of received signals to the shell ([`OutEvent::Verify`],
+    /// answered with [`InEvent::Verified`]) instead of doing them inside `handle`, so that
+    /// a shell can run them on other cores. Off by default.
+    pub fn defer_verification(&mut self, deferred: bool) {
+        self.deferred_verification = deferred;
     }
 
     /// This node's id.
@@ -439,6 +467,9 @@ impl Engine {
             InEvent::Publish(signals) => self.publish(signals, now, rng, &mut out),
             InEvent::PublishSigned(signed) => self.publish_signed(signed, now, rng, &mut out),
             InEvent::Revocations(list) => self.adopt_revocations(list, &mut out),
+            InEvent::Verified { from, signals, results } => {
+                self.accept(from, signals, results, now, rng, &mut out)
+            }
             InEvent::Tick => self.tick(now, rng, &mut out),
         }
         out
@@ -712,17 +743,51 @@ impl Engine {
             }
             candidates.push(s);
         }
-        let results = verify_batch(&candidates);
+        if severe > 0 {
+            self.penalize(from, PENALTY_SEVERE * severe as f64, now, "forged signals", out);
+        }
+        if mild > 0 {
+            let reason = "signals from an unknown epoch or a skewed clock";
+            self.penalize(from, PENALTY_MILD * mild as f64, now, reason, out);
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        if self.deferred_verification {
+            out.push(OutEvent::Verify { from, signals: candidates });
+        } else {
+            let results = verify_batch(&candidates);
+            self.accept(from, candidates, results, now, rng, out);
+        }
+    }
+
+    /// Second half of receiving signals: keeps those whose signature verified.
+    fn accept<R: Rng>(
+        &mut self,
+        from: NodeId,
+        candidates: Vec<SignedSignal>,
+        results: Vec<Result<(), VerifyError>>,
+        now: Timestamp,
+        rng: &mut R,
+        out: &mut Vec<OutEvent>,
+    ) {
+        let mut severe = 0usize;
         let mut accepted = Vec::with_capacity(candidates.len());
         let mut touched = BTreeSet::new();
-        for (s, result) in candidates.into_iter().zip(results) {
-            if result.is_err() {
+        for (i, s) in candidates.into_iter().enumerate() {
+            // A missing result (a shell that lost count) counts as a failure.
+            if !matches!(results.get(i), Some(Ok(()))) {
                 self.stats.forged += 1;
                 severe += 1;
                 continue;
             }
             let origin = s.signal.origin;
             let log = self.logs.entry(origin).or_default();
+            if log.holds(s.signal.seq) {
+                // Accepted from another peer while this batch was being verified.
+                self.stats.duplicates += 1;
+                continue;
+            }
             if s.signal.seq > log.high.saturating_add(1)
                 && log.pending() >= self.config.max_pending_per_origin
             {
@@ -741,15 +806,6 @@ impl Engine {
         }
         if severe > 0 {
             self.penalize(from, PENALTY_SEVERE * severe as f64, now, "forged signals", out);
-        }
-        if mild > 0 {
-            self.penalize(
-                from,
-                PENALTY_MILD * mild as f64,
-                now,
-                "signals from an unknown epoch or a skewed clock",
-                out,
-            );
         }
         self.stats.signals_accepted += accepted.len() as u64;
         // The sender obviously has them: remember so we do not push them back.
@@ -1076,6 +1132,50 @@ mod tests {
         // The banned sender is dropped at the door.
         let out = c.handle(InEvent::PeerUp(a.node_id()), T0, &mut rng);
         assert!(out.is_empty() || out.iter().any(|e| matches!(e, OutEvent::Disconnect { .. })));
+    }
+
+    #[test]
+    fn deferred_verification_hands_out_and_takes_back_results() {
+        let admin = NodeKey::from_bytes(&[99; 32]);
+        let mut a = engine(1, &admin);
+        let mut b = engine(2, &admin);
+        b.defer_verification(true);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        a.handle(InEvent::PeerUp(b.node_id()), T0, &mut rng);
+        let out = a.handle(InEvent::Publish((0..3).map(signal).collect()), T0, &mut rng);
+        let (_, message) = sends(&out).pop().unwrap();
+        let mut forged = message.clone();
+        let Message::Signals(ref mut list) = forged else { panic!("expected signals") };
+        list.truncate(1);
+        list[0].signal.seq = 9;
+        let bytes = message.encode().unwrap();
+        let out = b.handle(InEvent::Received { from: a.node_id(), bytes }, T0, &mut rng);
+        let [OutEvent::Verify { from, signals }] = out.as_slice() else {
+            panic!("expected one Verify: {out:?}")
+        };
+        assert_eq!(signals.len(), 3);
+        assert!(!b.holds(&signals[0].signal.id()), "nothing is kept before it is verified");
+        let results = verify_batch(signals);
+        let verified = InEvent::Verified { from: *from, signals: signals.clone(), results: results.clone() };
+        let out = b.handle(verified, T0, &mut rng);
+        assert!(out.iter().any(|e| matches!(e, OutEvent::Deliver(d) if d.len() == 3)));
+        // The same results handed back twice deliver nothing twice.
+        let out =
+            b.handle(InEvent::Verified { from: *from, signals: signals.clone(), results }, T0, &mut rng);
+        assert!(!out.iter().any(|e| matches!(e, OutEvent::Deliver(_))));
+        // Failed (or missing) results count as forgeries.
+        let bytes = forged.encode().unwrap();
+        let out = b.handle(InEvent::Received { from: a.node_id(), bytes }, T0, &mut rng);
+        let [OutEvent::Verify { signals, .. }] = out.as_slice() else {
+            panic!("expected one Verify: {out:?}")
+        };
+        assert_eq!(signals.len(), 1);
+        b.handle(
+            InEvent::Verified { from: a.node_id(), signals: signals.clone(), results: vec![] },
+            T0,
+            &mut rng,
+        );
+        assert_eq!(b.stats().forged, 1);
     }
 
     #[test]

@@ -38,6 +38,7 @@ use crate::engine::{sign_own, ConfigError, Engine, InEvent, OutEvent};
 use crate::membership::{self, QuicTransport, KEY_HWM_PREFIX, KEY_QUIC_ADDR, KEY_READY, KEY_VERSION};
 use crate::stats::EngineStats;
 use crate::tls::{self, RevokedSet, TlsError};
+use palisade_proto::signal::verify_batch;
 
 /// Close codes of gossip connections.
 mod close {
@@ -64,6 +65,13 @@ const DELIVER_QUEUE: usize = 64;
 const MEMBERSHIP_QUEUE: usize = 128;
 /// Batches of own signals being signed off the driver at once; more are signed inline.
 const SIGNING_JOBS: usize = 4;
+/// Batches of received signals being verified off the driver at once; more inline.
+const VERIFY_JOBS: usize = 4;
+
+/// A batch of received signals to verify, and the peer they came from.
+type VerifyJob = (NodeId, Vec<SignedSignal>);
+/// A verified batch: the job and one result per signal.
+type VerifyDone = (NodeId, Vec<SignedSignal>, Vec<Result<(), palisade_proto::signal::VerifyError>>);
 
 /// Why the endpoint could not start or a command could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -460,7 +468,22 @@ async fn start_inner(
             }
         }
     });
+    // Signature checks of received signals run on another blocking thread, the same way.
+    let (verify_tx, mut verify_rx) = mpsc::channel::<VerifyJob>(VERIFY_JOBS);
+    let (verified_tx, verified_rx) = mpsc::channel::<VerifyDone>(VERIFY_JOBS);
+    tokio::task::spawn_blocking(move || {
+        while let Some((from, signals)) = verify_rx.blocking_recv() {
+            let results = verify_batch(&signals);
+            if verified_tx.blocking_send((from, signals, results)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut engine = engine;
+    engine.defer_verification(true);
     let driver = Driver {
+        verify_jobs: verify_tx,
+        verifying_in_flight: 0,
         key: membership.key.clone(),
         signing_jobs: jobs_tx,
         signing_in_flight: 0,
@@ -481,7 +504,7 @@ async fn start_inner(
         revoked,
         last_marks_at: Instant::now(),
     };
-    let task = tokio::spawn(driver.run(commands_rx, events_rx, membership_out_rx, signed_rx));
+    let task = tokio::spawn(driver.run(commands_rx, events_rx, membership_out_rx, signed_rx, verified_rx));
     let handle = GossipHandle { commands: commands_tx, node_id: me, local_addr };
     info!(node = %me.short(), fleet = %fleet.short(), addr = %local_addr, "gossip endpoint started");
     Ok(Gossip { handle, signals: deliver_rx, task })
@@ -542,6 +565,8 @@ struct Link {
 }
 
 struct Driver {
+    verify_jobs: mpsc::Sender<VerifyJob>,
+    verifying_in_flight: usize,
     key: NodeKey,
     signing_jobs: mpsc::Sender<Vec<Signal>>,
     signing_in_flight: usize,
@@ -570,6 +595,7 @@ impl Driver {
         mut events: mpsc::Receiver<ConnEvent>,
         mut membership_out: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
         mut signed: mpsc::Receiver<Vec<SignedSignal>>,
+        mut verified: mpsc::Receiver<VerifyDone>,
     ) {
         let mut tick = tokio::time::interval(self.config.tick_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -580,6 +606,10 @@ impl Driver {
         loop {
             tokio::select! {
                 biased;
+                Some((from, signals, results)) = verified.recv() => {
+                    self.verifying_in_flight = self.verifying_in_flight.saturating_sub(1);
+                    self.step(InEvent::Verified { from, signals, results }).await;
+                }
                 Some(batch) = signed.recv() => {
                     self.signing_in_flight = self.signing_in_flight.saturating_sub(1);
                     self.step(InEvent::PublishSigned(batch)).await;
@@ -662,9 +692,37 @@ impl Driver {
     }
 
     async fn step(&mut self, event: InEvent) {
+        // Verifications done inline come back as events of their own: a queue, not recursion.
+        let mut queue = std::collections::VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            self.step_one(event, &mut queue).await;
+        }
+    }
+
+    async fn step_one(&mut self, event: InEvent, queue: &mut std::collections::VecDeque<InEvent>) {
         let out = self.engine.handle(event, wall_clock(), &mut self.rng);
         for event in out {
             match event {
+                OutEvent::Verify { from, signals } => {
+                    let job = (from, signals);
+                    let inline = if self.verifying_in_flight < VERIFY_JOBS {
+                        match self.verify_jobs.try_send(job) {
+                            Ok(()) => {
+                                self.verifying_in_flight += 1;
+                                None
+                            }
+                            Err(
+                                mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j),
+                            ) => Some(j),
+                        }
+                    } else {
+                        Some(job)
+                    };
+                    if let Some((from, signals)) = inline {
+                        let results = verify_batch(&signals);
+                        queue.push_back(InEvent::Verified { from, signals, results });
+                    }
+                }
                 OutEvent::Send { to, message } => match message.encode() {
                     Ok(bytes) => self.send_frame(&to, bytes),
                     Err(e) => warn!(error = %e, "engine produced a message that does not encode"),

@@ -109,7 +109,7 @@ impl SimNetwork {
     /// Adds a fresh node, connected to every running node; returns its index.
     pub fn add_node(&mut self) -> usize {
         let key = NodeKey::from_bytes(&self.rng.gen());
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             key.clone(),
             self.fleet,
             self.config.clone(),
@@ -119,6 +119,8 @@ impl SimNetwork {
         );
         let id = engine.node_id();
         let i = self.nodes.len();
+        // Odd nodes verify the way the QUIC shell does (deferred), even ones inline.
+        engine.defer_verification(i % 2 == 1);
         self.nodes.push(SimNode {
             engine,
             delivered: BTreeMap::new(),
@@ -185,7 +187,7 @@ impl SimNetwork {
     pub fn restart(&mut self, i: usize) {
         let next_seq = self.nodes[i].engine.next_seq();
         let key = self.nodes[i].key.clone();
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             key,
             self.fleet,
             self.config.clone(),
@@ -193,6 +195,7 @@ impl SimNetwork {
             RevocationList::empty(self.fleet),
             self.now,
         );
+        engine.defer_verification(i % 2 == 1);
         self.nodes[i].engine = engine;
         self.nodes[i].delivered.clear();
         let id = self.id(i);
@@ -218,6 +221,10 @@ impl SimNetwork {
                 }
                 OutEvent::Disconnect { peer, .. } => {
                     self.nodes[i].disconnected.insert(peer);
+                }
+                OutEvent::Verify { from, signals } => {
+                    let results = palisade_proto::signal::verify_batch(&signals);
+                    self.apply(i, InEvent::Verified { from, signals, results });
                 }
                 OutEvent::Membership { .. } | OutEvent::Revocations(_) => {}
             }
