@@ -604,8 +604,9 @@ impl Driver {
         }
         let endpoint = self.endpoint.clone();
         loop {
+            // Not biased: a flood of publishes must not starve the network, nor a flood of
+            // frames the commands (shutdown included).
             tokio::select! {
-                biased;
                 Some((from, signals, results)) = verified.recv() => {
                     self.verifying_in_flight = self.verifying_in_flight.saturating_sub(1);
                     self.step(InEvent::Verified { from, signals, results }).await;
