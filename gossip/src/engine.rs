@@ -24,9 +24,12 @@ use crate::stats::EngineStats;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
-    /// How many random live peers a new signal is pushed to by each node that first
-    /// receives it.
+    /// How many random live peers a node that first receives a signal from someone else
+    /// relays it to.
     pub fanout: usize,
+    /// How many random live peers a node pushes its own new signals to (default: all; a
+    /// fleet is a full mesh of connections, so one hop reaches everyone).
+    pub origin_fanout: usize,
     /// How often a node sends its digest (per-origin marks) to one random peer.
     #[serde(with = "crate::config::duration_text")]
     pub anti_entropy_interval: Duration,
@@ -61,7 +64,8 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            fanout: 3,
+            fanout: 2,
+            origin_fanout: usize::MAX,
             anti_entropy_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(3),
             repair_batch: 4096,
@@ -93,6 +97,9 @@ impl EngineConfig {
         let err = |key, problem| Err(ConfigError { key, problem });
         if self.fanout == 0 {
             return err("fanout", "must be at least 1");
+        }
+        if self.origin_fanout == 0 {
+            return err("origin_fanout", "must be at least 1");
         }
         if self.anti_entropy_interval.is_zero() {
             return err("anti_entropy_interval", "must be above zero");
@@ -669,12 +676,17 @@ impl Engine {
         if signals.is_empty() {
             return;
         }
+        let fanout = if source.is_none() { self.config.origin_fanout } else { self.config.fanout };
         let candidates: Vec<NodeId> = self.peers.keys().filter(|p| Some(**p) != source).copied().collect();
-        let chosen: Vec<NodeId> = candidates.choose_multiple(rng, self.config.fanout).copied().collect();
+        let chosen: Vec<NodeId> = candidates.choose_multiple(rng, fanout).copied().collect();
         for to in chosen {
             let Some(peer) = self.peers.get(&to) else { continue };
-            let wanted: Vec<SignedSignal> =
-                signals.iter().filter(|s| !peer.knows(&s.signal.id())).cloned().collect();
+            // Not to a peer known to have it, nor back to its origin.
+            let wanted: Vec<SignedSignal> = signals
+                .iter()
+                .filter(|s| s.signal.origin != to && !peer.knows(&s.signal.id()))
+                .cloned()
+                .collect();
             for chunk in chunks(wanted) {
                 self.stats.signals_pushed += chunk.len() as u64;
                 self.stats.messages_out += 1;

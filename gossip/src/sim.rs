@@ -46,6 +46,8 @@ pub struct SimNode {
     pub engine: Engine,
     /// Signals delivered to it, with how many times each was delivered.
     pub delivered: BTreeMap<SignalId, u32>,
+    /// When each signal was first delivered.
+    pub delivered_at: BTreeMap<SignalId, Timestamp>,
     /// Whether it is running (a stopped node neither ticks nor receives).
     pub up: bool,
     /// Peers it cut off.
@@ -124,6 +126,7 @@ impl SimNetwork {
         self.nodes.push(SimNode {
             engine,
             delivered: BTreeMap::new(),
+            delivered_at: BTreeMap::new(),
             up: true,
             disconnected: BTreeSet::new(),
             key,
@@ -198,6 +201,7 @@ impl SimNetwork {
         engine.defer_verification(i % 2 == 1);
         self.nodes[i].engine = engine;
         self.nodes[i].delivered.clear();
+        self.nodes[i].delivered_at.clear();
         let id = self.id(i);
         for j in (0..self.nodes.len()).filter(|j| *j != i) {
             let other = self.id(j);
@@ -217,6 +221,7 @@ impl SimNetwork {
                 OutEvent::Deliver(signals) => {
                     for s in signals {
                         *self.nodes[i].delivered.entry(s.signal.id()).or_default() += 1;
+                        self.nodes[i].delivered_at.entry(s.signal.id()).or_insert(now);
                     }
                 }
                 OutEvent::Disconnect { peer, .. } => {
