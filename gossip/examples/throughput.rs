@@ -6,7 +6,13 @@
 //! receiver, end to end.
 //!
 //! ```text
-//! cargo run --release -p palisade-gossip --example throughput -- [TOTAL] [BATCH]
+//! cargo run --release -p palisade-gossip --example throughput -- [TOTAL] [BATCH] [inline]
+//! ```
+//!
+//! `inline` signs and verifies in the endpoints' driver tasks instead of on blocking
+//! threads (`gossip.offload_crypto = false`).
+//!
+//! ```text
 //! ```
 
 use std::time::{Duration, Instant};
@@ -22,8 +28,8 @@ fn member(keys: &FleetKeys) -> Membership {
     Membership { key, cert, fleet_secret: keys.fleet_secret() }
 }
 
-fn config(seeds: Vec<std::net::SocketAddr>) -> GossipConfig {
-    GossipConfig { listen: ([127, 0, 0, 1], 0).into(), seeds, ..GossipConfig::default() }
+fn config(seeds: Vec<std::net::SocketAddr>, offload_crypto: bool) -> GossipConfig {
+    GossipConfig { listen: ([127, 0, 0, 1], 0).into(), seeds, offload_crypto, ..GossipConfig::default() }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -31,11 +37,13 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let total: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200_000);
     let batch: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(500);
+    let offload = args.next().as_deref() != Some("inline");
     let keys = FleetKeys::generate(&mut OsRng);
     let fleet = keys.fleet_id();
-    let a = start(config(vec![]), member(&keys), RevocationList::empty(fleet), 1).await?;
+    let a = start(config(vec![], offload), member(&keys), RevocationList::empty(fleet), 1).await?;
     let mut b =
-        start(config(vec![a.handle.local_addr()]), member(&keys), RevocationList::empty(fleet), 1).await?;
+        start(config(vec![a.handle.local_addr()], offload), member(&keys), RevocationList::empty(fleet), 1)
+            .await?;
     while a.handle.stats().await?.peers_connected == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -92,9 +100,10 @@ async fn main() -> anyhow::Result<()> {
     let sa = a.handle.stats().await?;
     let sb = b.handle.stats().await?;
     println!(
-        "received {received} of {total} signals in {:.2} s: {:.0} signals/s end to end (batch {batch})",
+        "received {received} of {total} signals in {:.2} s: {:.0} signals/s end to end (batch {batch}, {})",
         elapsed.as_secs_f64(),
-        received as f64 / elapsed.as_secs_f64()
+        received as f64 / elapsed.as_secs_f64(),
+        if offload { "crypto on blocking threads" } else { "crypto inline" }
     );
     println!(
         "sender: {} frames, {} MB, {} frames dropped on a full queue; receiver: {} forged, {} duplicates, {} repaired",

@@ -34,6 +34,10 @@ pub struct GossipConfig {
     /// How often per-origin high-water marks are copied into membership state.
     #[serde(with = "duration_text")]
     pub publish_marks_interval: Duration,
+    /// Sign own signals and verify received ones on two blocking threads (true), or in
+    /// the driver task itself (false: fewer thread hand-offs on a starved machine, but the
+    /// driver then blocks a runtime worker for milliseconds per batch).
+    pub offload_crypto: bool,
     /// Validity of the membership certificates this node issues when it holds the admin
     /// key and answers join requests.
     #[serde(with = "duration_text")]
@@ -56,6 +60,7 @@ impl Default for GossipConfig {
             tick_interval: Duration::from_millis(100),
             membership_interval: Duration::from_millis(500),
             publish_marks_interval: Duration::from_secs(1),
+            offload_crypto: true,
             membership_validity: Duration::from_secs(365 * 86_400),
             engine: EngineConfig::default(),
         }

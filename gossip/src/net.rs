@@ -480,10 +480,12 @@ async fn start_inner(
         }
     });
     let mut engine = engine;
-    engine.defer_verification(true);
+    engine.defer_verification(config.offload_crypto);
+    let offload = config.offload_crypto;
     let driver = Driver {
         verify_jobs: verify_tx,
         verifying_in_flight: 0,
+        offload,
         key: membership.key.clone(),
         signing_jobs: jobs_tx,
         signing_in_flight: 0,
@@ -565,6 +567,8 @@ struct Link {
 }
 
 struct Driver {
+    /// Whether own signals are signed on the signer thread (see `offload_crypto`).
+    offload: bool,
     verify_jobs: mpsc::Sender<VerifyJob>,
     verifying_in_flight: usize,
     key: NodeKey,
@@ -655,7 +659,7 @@ impl Driver {
                 if numbered.is_empty() {
                     return;
                 }
-                let inline = if self.signing_in_flight < SIGNING_JOBS {
+                let inline = if self.offload && self.signing_in_flight < SIGNING_JOBS {
                     match self.signing_jobs.try_send(numbered) {
                         Ok(()) => {
                             self.signing_in_flight += 1;
