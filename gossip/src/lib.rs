@@ -25,10 +25,11 @@
 //! while let Some(batch) = gossip.signals.recv().await {
 //!     for signed in batch { let _ = signed.signal.hashed_ip; }
 //! }
-//! // Metrics and peer states.
+//! // Metrics and peer states; what to persist for the next start.
 //! let stats = handle.stats().await?;
 //! let peers = handle.peers().await?;
-//! # let _ = (stats, peers);
+//! let keep = handle.persistent().await?; // next_seq and revocation list
+//! # let _ = (stats, peers, keep);
 //! handle.shutdown().await;
 //! # Ok(()) }
 //! ```

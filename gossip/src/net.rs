@@ -237,8 +237,18 @@ pub struct PeerState {
     pub marks: BTreeMap<NodeId, u64>,
 }
 
+/// What the node must persist to restart gossip where it left off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persistent {
+    /// The sequence number the next own signal gets: pass it to [`start`] on restart.
+    pub next_seq: u64,
+    /// The newest verified revocation list: pass it to [`start`] on restart.
+    pub revocations: RevocationList,
+}
+
 enum Command {
     Publish(Vec<Signal>),
+    Persistent(oneshot::Sender<Persistent>),
     Stats(oneshot::Sender<GossipStats>),
     Peers(oneshot::Sender<Vec<PeerState>>),
     Revocations(RevocationList),
@@ -281,6 +291,14 @@ impl GossipHandle {
     pub async fn stats(&self) -> Result<GossipStats, NetError> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::Stats(tx)).await.map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// What the node must persist (own sequence number, revocation list); read it
+    /// periodically and at shutdown.
+    pub async fn persistent(&self) -> Result<Persistent, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Persistent(tx)).await.map_err(|_| NetError::Stopped)?;
         rx.await.map_err(|_| NetError::Stopped)
     }
 
@@ -329,9 +347,9 @@ pub fn wall_clock() -> Timestamp {
 
 /// Starts the endpoint: binds `config.listen`, starts chitchat over it, dials the seeds.
 ///
-/// `next_seq` is the sequence number of the node's next own signal (persist
-/// [`EngineStats::signals_published`] + the initial value, or start at 1); `revocations`
-/// is the latest list the node verified, or `RevocationList::empty(fleet)`.
+/// `next_seq` is the sequence number of the node's next own signal and `revocations` the
+/// latest list the node verified, both as last read from [`GossipHandle::persistent`]
+/// (a new node: 1 and `RevocationList::empty(fleet)`).
 pub async fn start(
     config: GossipConfig,
     membership: Membership,
@@ -684,6 +702,12 @@ impl Driver {
                     net: self.counters.snapshot(),
                     peers_connected: self.links.len() as u64,
                     peers_alive,
+                });
+            }
+            Command::Persistent(reply) => {
+                let _ = reply.send(Persistent {
+                    next_seq: self.engine.next_seq(),
+                    revocations: self.engine.revocations().clone(),
                 });
             }
             Command::Peers(reply) => {

@@ -222,7 +222,9 @@ async fn revoked_members_are_refused_and_cut_off() {
 
     // Revoked while connected: cut off, and it receives nothing published afterwards.
     let list = keys.revoke(2, vec![revoked_id, b.handle.node_id()]);
-    a.handle.revoke(list).await.unwrap();
+    a.handle.revoke(list.clone()).await.unwrap();
+    let keep = a.handle.persistent().await.unwrap();
+    assert_eq!((keep.next_seq, keep.revocations), (51, list));
     sleep(Duration::from_millis(300)).await;
     while b.signals.try_recv().is_ok() {}
     a.handle.publish(signals(50)).await.unwrap();
