@@ -45,15 +45,19 @@
 pub mod admission;
 pub mod config;
 pub mod engine;
+#[cfg(feature = "net")]
 pub mod membership;
+#[cfg(feature = "net")]
 pub mod net;
 pub mod sim;
 pub mod stats;
+#[cfg(feature = "net")]
 pub mod tls;
 
 pub use admission::{FleetKeys, Membership};
 pub use config::GossipConfig;
 pub use engine::{ConfigError, Engine, EngineConfig, InEvent, OutEvent};
+#[cfg(feature = "net")]
 pub use net::{
     join, start, start_admin, Gossip, GossipHandle, GossipStats, JoinError, NetError, NetStats, PeerState,
 };
