@@ -78,6 +78,34 @@ impl Handler<Advance> for ScenarioActor {
     }
 }
 
+/// The pipeline's counters, for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineSnapshot {
+    /// Lines, parser hits and misses, overflows.
+    pub pipeline: crate::pipeline::PipelineStats,
+    /// Per-scenario bucket counters.
+    pub scenarios: Vec<crate::scenario::ScenarioStats>,
+    /// Buckets alive.
+    pub live_buckets: usize,
+}
+
+/// Ask for the counters.
+#[derive(Debug, Message)]
+#[rtype(result = "PipelineSnapshot")]
+pub struct GetStats;
+
+impl Handler<GetStats> for ScenarioActor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(PipelineSnapshot {
+            pipeline: self.pipeline.stats().clone(),
+            scenarios: self.pipeline.bucket_stats().to_vec(),
+            live_buckets: self.pipeline.live_buckets(),
+        })
+    }
+}
+
 /// Signs overflows into signals.
 pub struct ReputationActor {
     reputation: Reputation,
@@ -113,6 +141,8 @@ pub struct DecisionActor {
     store: Arc<dyn Store>,
     outbox_keep: u64,
     clock: fn() -> Timestamp,
+    /// Bumped after every commit that changed decisions, so bouncers wake at once.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl DecisionActor {
@@ -123,7 +153,13 @@ impl DecisionActor {
         outbox_keep: u64,
         clock: fn() -> Timestamp,
     ) -> Self {
-        DecisionActor { engine, store, outbox_keep, clock }
+        DecisionActor { engine, store, outbox_keep, clock, changed: tokio::sync::watch::Sender::new(0) }
+    }
+
+    /// Bumps `changed` after every commit that changed decisions (bouncers listen).
+    pub fn notifying(mut self, changed: tokio::sync::watch::Sender<u64>) -> Self {
+        self.changed = changed;
+        self
     }
 
     /// Persists the engine's changes plus `extra`, retrying a few times with backoff.
@@ -138,11 +174,17 @@ impl DecisionActor {
                 extra.prune_outbox_below = Some(max_seq - self.outbox_keep + 1);
             }
         }
+        let changed = !extra.decisions.upserts.is_empty();
         let mut delay = Duration::from_millis(50);
         let mut attempts = 0;
         loop {
             match self.store.commit(&extra) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if changed {
+                        self.changed.send_modify(|n| *n += 1);
+                    }
+                    return Ok(());
+                }
                 Err(e) if attempts < 5 => {
                     tracing::error!(error = %e, attempt = attempts + 1, "store commit failed, retrying");
                     std::thread::sleep(delay);
@@ -205,6 +247,28 @@ fn log_verdict(o: &Overflow, v: &Verdict) {
     }
 }
 
+/// An overflow detected elsewhere (an alert pushed by a CrowdSec log processor): the
+/// profiles apply as to the node's own, with `origin` on the decision.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Verdict, StoreError>")]
+pub struct ApplyForeignOverflow {
+    /// The overflow.
+    pub overflow: Overflow,
+    /// Who detected it.
+    pub origin: palisade_proto::Origin,
+}
+
+impl Handler<ApplyForeignOverflow> for DecisionActor {
+    type Result = Result<Verdict, StoreError>;
+
+    fn handle(&mut self, msg: ApplyForeignOverflow, _: &mut Self::Context) -> Self::Result {
+        let verdict = self.engine.on_overflow_from(&msg.overflow, msg.origin, (self.clock)());
+        log_verdict(&msg.overflow, &verdict);
+        self.persist(Commit::default())?;
+        Ok(verdict)
+    }
+}
+
 /// An operator's or peer's decision request.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Result<Verdict, DecisionError>, StoreError>")]
@@ -217,6 +281,22 @@ impl Handler<AddDecision> for DecisionActor {
         let verdict = self.engine.add(msg.0, (self.clock)());
         self.persist(Commit::default())?;
         Ok(verdict)
+    }
+}
+
+/// Many decision requests (an import), persisted in one commit.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Result<Verdict, DecisionError>>, StoreError>")]
+pub struct AddDecisions(pub Vec<NewDecision>);
+
+impl Handler<AddDecisions> for DecisionActor {
+    type Result = Result<Vec<Result<Verdict, DecisionError>>, StoreError>;
+
+    fn handle(&mut self, msg: AddDecisions, _: &mut Self::Context) -> Self::Result {
+        let now = (self.clock)();
+        let verdicts = msg.0.into_iter().map(|n| self.engine.add(n, now)).collect();
+        self.persist(Commit::default())?;
+        Ok(verdicts)
     }
 }
 

@@ -95,4 +95,14 @@ impl Pipeline {
     pub fn stats(&self) -> &PipelineStats {
         &self.stats
     }
+
+    /// The buckets' counters, one entry per scenario.
+    pub fn bucket_stats(&self) -> &[crate::scenario::ScenarioStats] {
+        self.buckets.stats()
+    }
+
+    /// Buckets alive now.
+    pub fn live_buckets(&self) -> usize {
+        self.buckets.live_buckets()
+    }
 }

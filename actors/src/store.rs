@@ -166,7 +166,7 @@ pub mod conformance {
     fn decision(id: u64, value: &str) -> Decision {
         Decision {
             id,
-            uuid: format!("00000000-0000-4000-8000-{id:012}"),
+            uuid: palisade_proto::Uuid::from_random(u128::from(id).to_be_bytes()),
             origin: Origin::Palisade,
             kind: DecisionType::Ban,
             scope: Scope::Ip,

@@ -37,6 +37,12 @@ enum Command {
     /// List, add or delete decisions.
     #[command(subcommand)]
     Decisions(DecisionsCommand),
+    /// Manage the bouncers allowed to pull decisions from the Local API.
+    #[command(subcommand)]
+    Bouncers(BouncersCommand),
+    /// Manage the machines (CrowdSec log processors, cscli) allowed to push alerts.
+    #[command(subcommand)]
+    Machines(MachinesCommand),
     /// Inspect the detection content.
     #[command(subcommand)]
     Hub(HubCommand),
@@ -133,6 +139,21 @@ enum DecisionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Ban many addresses or ranges at once, one per line of a file (`-` for stdin);
+    /// blank lines and `#` comments are skipped.
+    Import {
+        /// The file.
+        file: PathBuf,
+        /// How long each ban lasts.
+        #[arg(long, short = 'd', default_value = "4h")]
+        duration: String,
+        /// Remediation (ban, captcha...).
+        #[arg(long = "type", default_value = "ban")]
+        kind: String,
+        /// Why (shown as the decisions' scenario).
+        #[arg(long, default_value = "import")]
+        reason: String,
+    },
     /// End decisions now.
     Delete {
         #[command(flatten)]
@@ -187,6 +208,63 @@ impl FilterArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum BouncersCommand {
+    /// Register a bouncer and print its API key (shown once; only its hash is kept).
+    Add {
+        /// A name for it (letters, digits, - _ . @).
+        name: String,
+        /// Use this key instead of a random one (e.g. one already in a bouncer's config).
+        #[arg(long)]
+        key: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Registered bouncers, with each instance's address and last pull.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a bouncer: its key stops working at once.
+    Delete {
+        /// Its name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MachinesCommand {
+    /// Add a machine and print its credentials (the password is shown once).
+    Add {
+        /// Its machine id.
+        name: String,
+        /// Use this password instead of a random one.
+        #[arg(long)]
+        password: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Machines, validated or waiting.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a machine that registered itself (`POST /v1/watchers`).
+    Validate {
+        /// Its machine id.
+        name: String,
+    },
+    /// Remove a machine: its tokens stop working at once.
+    Delete {
+        /// Its machine id.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum HubCommand {
     /// Parsers and scenarios in use.
     List {
@@ -215,6 +293,8 @@ pub fn main() -> Result<ExitCode> {
         Command::Replay(args) => crate::replay::replay(&load()?, &args),
         Command::Explain(args) => crate::replay::explain(&load()?, &args),
         Command::Decisions(cmd) => decisions(&load()?, cmd),
+        Command::Bouncers(cmd) => bouncers(&load()?, cmd),
+        Command::Machines(cmd) => machines(&load()?, cmd),
         Command::Hub(HubCommand::List { json }) => {
             let config = load()?;
             let hub = crate::hub::load(config.hub_dir.as_deref())?;
@@ -240,6 +320,72 @@ pub fn main() -> Result<ExitCode> {
         }
     }
 }
+
+fn bouncers(config: &NodeConfig, cmd: BouncersCommand) -> Result<ExitCode> {
+    match cmd {
+        BouncersCommand::Add { name, key, json } => {
+            crate::bouncers::check_name(&name)?;
+            let key = match key {
+                Some(k) if k.trim().len() < 16 => bail!("--key: use at least 16 characters"),
+                Some(k) => k.trim().to_owned(),
+                None => crate::bouncers::new_key(),
+            };
+            let request =
+                Request::AddBouncer { name: name.clone(), key_hash: crate::bouncers::hash_key(&key) };
+            admin::call(config, request)?;
+            if json {
+                println!("{}", serde_json::json!({ "name": name, "api_key": key }));
+            } else {
+                println!("API key for bouncer {name:?}:\n\n    {key}\n\nPut it in the bouncer's configuration (api_key); it is not shown again.");
+            }
+        }
+        BouncersCommand::List { json } => {
+            let Response::Bouncers(list) = admin::call(config, Request::ListBouncers)? else {
+                bail!("unexpected reply from the node");
+            };
+            output::bouncers(&list, json);
+        }
+        BouncersCommand::Delete { name } => {
+            admin::call(config, Request::DeleteBouncer { name: name.clone() })?;
+            println!("bouncer {name:?} deleted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn machines(config: &NodeConfig, cmd: MachinesCommand) -> Result<ExitCode> {
+    match cmd {
+        MachinesCommand::Add { name, password, json } => {
+            crate::machines::check_name(&name)?;
+            let password = password
+                .unwrap_or_else(|| format!("{}{}", crate::bouncers::new_key(), crate::bouncers::new_key()));
+            admin::call(config, Request::AddMachine { name: name.clone(), password: password.clone() })?;
+            if json {
+                println!("{}", serde_json::json!({ "machine_id": name, "password": password }));
+            } else {
+                println!("machine {name:?} added; its credentials (shown once):\n\n    login: {name}\n    password: {password}");
+            }
+        }
+        MachinesCommand::List { json } => {
+            let Response::Machines(list) = admin::call(config, Request::ListMachines)? else {
+                bail!("unexpected reply from the node");
+            };
+            output::machines(&list, json);
+        }
+        MachinesCommand::Validate { name } => {
+            admin::call(config, Request::ValidateMachine { name: name.clone() })?;
+            println!("machine {name:?} validated");
+        }
+        MachinesCommand::Delete { name } => {
+            admin::call(config, Request::DeleteMachine { name: name.clone() })?;
+            println!("machine {name:?} deleted");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Decisions per admin request in an import.
+const IMPORT_BATCH: usize = 5_000;
 
 fn decisions(config: &NodeConfig, cmd: DecisionsCommand) -> Result<ExitCode> {
     match cmd {
@@ -269,6 +415,47 @@ fn decisions(config: &NodeConfig, cmd: DecisionsCommand) -> Result<ExitCode> {
                 bail!("unexpected reply from the node");
             };
             output::verdict(&verdict, json);
+        }
+        DecisionsCommand::Import { file, duration, kind, reason } => {
+            let duration = parse_duration(&duration).map_err(anyhow::Error::msg).context("--duration")?;
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let mut requests = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                let value = line.split('#').next().unwrap_or("").trim();
+                if value.is_empty() {
+                    continue;
+                }
+                let scope = if value.contains('/') { Scope::Range } else { Scope::Ip };
+                palisade_proto::decision::parse_target(&scope, value)
+                    .map_err(|e| anyhow::anyhow!("{}:{}: {e}", file.display(), i + 1))?;
+                requests.push(NewDecision {
+                    origin: Origin::Cli,
+                    kind: DecisionType::from(kind.as_str()),
+                    scope,
+                    value: value.to_owned(),
+                    duration,
+                    scenario: reason.clone(),
+                    simulated: false,
+                });
+            }
+            let (mut made, mut refused) = (0, Vec::new());
+            for chunk in requests.chunks(IMPORT_BATCH) {
+                let Response::Imported { made: m, refused: r } =
+                    admin::call(config, Request::Import(chunk.to_vec()))?
+                else {
+                    bail!("unexpected reply from the node");
+                };
+                made += m;
+                refused.extend(r);
+            }
+            println!("{made} decision(s) made or extended, {} refused", refused.len());
+            for r in refused.iter().take(20) {
+                println!("  refused: {r}");
+            }
         }
         DecisionsCommand::Delete { filter, all, json } => {
             if filter.is_empty() && !all {

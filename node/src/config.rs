@@ -32,6 +32,12 @@ pub struct NodeConfig {
     pub reputation: ReputationConfig,
     /// The local admin socket used by the CLI.
     pub admin: AdminConfig,
+    /// The CrowdSec-compatible Local API for bouncers.
+    pub api: crate::lapi::ApiConfig,
+    /// The Prometheus endpoint.
+    pub metrics: crate::metrics::MetricsConfig,
+    /// Built-in bouncers.
+    pub bouncer: crate::nft::BouncerConfig,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +51,9 @@ impl Default for NodeConfig {
             allowlist: AllowlistConfig::default(),
             reputation: ReputationConfig::default(),
             admin: AdminConfig::default(),
+            api: crate::lapi::ApiConfig::default(),
+            metrics: crate::metrics::MetricsConfig::default(),
+            bouncer: crate::nft::BouncerConfig::default(),
         }
     }
 }
@@ -164,6 +173,9 @@ impl NodeConfig {
         self.decisions.compile()?;
         self.allowlist.compile(&[])?;
         self.reputation.validate()?;
+        self.api.validate()?;
+        self.metrics.validate()?;
+        self.bouncer.nftables.validate()?;
         Ok(())
     }
 

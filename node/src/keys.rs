@@ -51,6 +51,11 @@ pub fn signal_secret(data_dir: &Path) -> Result<[u8; 32]> {
     load_or_create_32(&data_dir.join("signal.secret"))
 }
 
+/// The key that signs machines' login tokens (`<data_dir>/jwt.secret`).
+pub fn jwt_secret(data_dir: &Path) -> Result<[u8; 32]> {
+    load_or_create_32(&data_dir.join("jwt.secret"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

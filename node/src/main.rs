@@ -5,10 +5,15 @@
 //! admin socket, and offers the operator's commands. It contains no detection logic.
 
 mod admin;
+mod bouncers;
 mod cli;
 mod config;
 mod hub;
 mod keys;
+mod lapi;
+mod machines;
+mod metrics;
+mod nft;
 mod output;
 mod replay;
 mod run;

@@ -36,6 +36,12 @@ pub fn datetime(t: Timestamp) -> String {
         .map_or_else(|| t.to_string(), |d| d.format("%Y-%m-%d %H:%M:%SZ").to_string())
 }
 
+/// RFC 3339 in UTC, as CrowdSec writes times in JSON.
+pub fn rfc3339(t: Timestamp) -> String {
+    chrono::DateTime::from_timestamp_millis(t.0)
+        .map_or_else(String::new, |d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
 fn decision_rows(list: &[Decision], now: Timestamp) -> Vec<Vec<String>> {
     list.iter()
         .map(|d| {
@@ -45,7 +51,7 @@ fn decision_rows(list: &[Decision], now: Timestamp) -> Vec<Vec<String>> {
                 d.scope.to_string(),
                 d.kind.to_string(),
                 d.origin.to_string(),
-                d.scenario.clone(),
+                d.scenario.to_string(),
                 palisade_proto::time::go_duration(d.remaining(now)),
             ]
         })
@@ -101,6 +107,53 @@ pub fn deleted(list: &[Decision], json: bool) {
     for d in list {
         println!("  {} {} {} ({})", d.id, d.kind, d.value, d.scenario);
     }
+}
+
+/// `palisade bouncers list`: one row per instance (address using the key).
+pub fn bouncers(list: &[crate::bouncers::Bouncer], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(list).unwrap_or_default());
+        return;
+    }
+    let mut rows = Vec::new();
+    for b in list {
+        if b.instances.is_empty() {
+            rows.push(vec![b.name.clone(), datetime(b.created_at), "-".into(), "never".into(), "-".into()]);
+        }
+        for i in b.instances.values() {
+            rows.push(vec![
+                b.name.clone(),
+                datetime(b.created_at),
+                i.address.clone(),
+                i.last_pull.map_or_else(|| "never".to_owned(), datetime),
+                if i.user_agent.is_empty() { "-".to_owned() } else { i.user_agent.clone() },
+            ]);
+        }
+    }
+    let stdout = std::io::stdout();
+    let _ = table(&mut stdout.lock(), &["NAME", "ADDED", "ADDRESS", "LAST PULL", "USER AGENT"], &rows);
+}
+
+/// `palisade machines list`.
+pub fn machines(list: &[crate::machines::Machine], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(list).unwrap_or_default());
+        return;
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                if m.validated { "validated".into() } else { "waiting (palisade machines validate)".into() },
+                datetime(m.created_at),
+                m.last_login.map_or_else(|| "never".to_owned(), datetime),
+                if m.address.is_empty() { "-".to_owned() } else { m.address.clone() },
+            ]
+        })
+        .collect();
+    let stdout = std::io::stdout();
+    let _ = table(&mut stdout.lock(), &["MACHINE", "STATUS", "ADDED", "LAST LOGIN", "ADDRESS"], &rows);
 }
 
 /// `palisade hub list`.

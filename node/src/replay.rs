@@ -248,7 +248,7 @@ pub fn replay(config: &NodeConfig, args: &ReplayArgs) -> Result<ExitCode> {
             .map(|d| {
                 vec![
                     d.value.clone(),
-                    d.scenario.clone(),
+                    d.scenario.to_string(),
                     d.kind.to_string(),
                     palisade_proto::time::go_duration(d.until.since(d.created_at)),
                     crate::output::datetime(d.created_at),

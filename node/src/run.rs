@@ -81,7 +81,10 @@ pub fn decision_engine(config: &NodeConfig, store: &dyn Store, now: Timestamp) -
 /// Sets up logging to stderr.
 pub fn init_tracing(log: &LogConfig) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.level).map_err(|e| anyhow!("log.level: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let result = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
     result.map_err(|e| anyhow!("setting up logging: {e}"))
 }
@@ -99,10 +102,19 @@ pub fn run(config: NodeConfig) -> Result<()> {
     let reputation =
         Reputation::new(key.clone(), secret, &config.reputation, last_seq, rand::rngs::OsRng.next_u64());
     let admin_listener_path = config.admin_socket();
+    let bouncers = Arc::new(crate::bouncers::Registry::load(store.clone())?);
+    let machines = Arc::new(crate::machines::Registry::load(store.clone())?);
+    let alerts = Arc::new(crate::lapi::watchers::Alerts::open(store.clone())?);
+    let jwt_key = crate::keys::jwt_secret(&config.data_dir)?;
+    let book = engine.shared_book();
 
     let system = actix::System::new();
     let result = system.block_on(async move {
         let admin = crate::admin::bind(&admin_listener_path)?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        if config.bouncer.nftables.enabled {
+            crate::nft::check(&config.bouncer.nftables).await?;
+        }
         let pipeline = Pipeline::new(hub.parsers.clone(), hub.scenarios.clone());
         // Detection is CPU-bound and the store may block on disk: each gets a thread,
         // so neither delays the other nor the sockets.
@@ -114,17 +126,60 @@ pub fn run(config: NodeConfig) -> Result<()> {
         let active = engine.book().active_len();
         let store_dyn: Arc<dyn Store> = store.clone();
         let outbox_keep = config.reputation.outbox_keep;
+        let (changed_tx, changed_rx) = watch::channel(0u64);
         let decisions = DecisionActor::start_in_arbiter(&decision_arbiter.handle(), move |_| {
-            DecisionActor::new(engine, store_dyn, outbox_keep, wall_clock)
+            DecisionActor::new(engine, store_dyn, outbox_keep, wall_clock).notifying(changed_tx)
         });
         let reputation = ReputationActor::new(reputation).start();
         let stages = Stages { scenario, reputation, decisions: decisions.clone() };
+        let lapi = if config.api.enabled {
+            let lapi = crate::lapi::Lapi {
+                book: book.clone(),
+                bouncers: bouncers.clone(),
+                clock: wall_clock,
+                metrics: metrics.clone(),
+                machines: machines.clone(),
+                jwt: crate::machines::Jwt::new(jwt_key),
+                decisions: decisions.clone(),
+                alerts: alerts.clone(),
+            };
+            let running = crate::lapi::start(&config.api, lapi)?;
+            tracing::info!(addr = %running.addr, "local API listening");
+            Some(running)
+        } else {
+            None
+        };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel::<LineBatch>(config.ingest.channel_capacity);
         let cursors = Arc::new(StoreCursors(store.clone()));
         let ingest = palisade_actors::ingest::spawn(&config.ingest, cursors, tx, shutdown_rx.clone())
             .context("starting log sources")?;
+
+        let metrics_server = if config.metrics.enabled {
+            let sources = crate::metrics::Sources {
+                metrics: metrics.clone(),
+                book: book.clone(),
+                ingest: ingest.stats().to_vec(),
+                scenario: stages.scenario.clone(),
+                started: wall_clock().as_millis() as f64 / 1000.0,
+            };
+            let (addr, handle) = crate::metrics::start(&config.metrics, sources)?;
+            tracing::info!(addr = %addr, "metrics endpoint listening");
+            Some(handle)
+        } else {
+            None
+        };
+        let nft = config.bouncer.nftables.enabled.then(|| {
+            actix::spawn(crate::nft::run(
+                config.bouncer.nftables.clone(),
+                book.clone(),
+                wall_clock,
+                changed_rx,
+                shutdown_rx.clone(),
+                metrics.clone(),
+            ))
+        });
         tracing::info!(
             node = %key.node_id(),
             data_dir = %config.data_dir.display(),
@@ -135,14 +190,25 @@ pub fn run(config: NodeConfig) -> Result<()> {
             decisions = active,
             "palisade node started"
         );
-
         let bridge = actix::spawn(bridge(rx, stages.clone()));
         actix::spawn(clock(stages.clone(), shutdown_rx.clone()));
-        actix::spawn(crate::admin::serve(admin, decisions.clone()));
+        actix::spawn(crate::admin::serve(
+            admin,
+            crate::admin::Node { decisions: decisions.clone(), bouncers, machines },
+        ));
 
         wait_for_signal().await;
         tracing::info!("shutting down: finishing the lines already read");
         let _ = shutdown_tx.send(true);
+        if let Some(lapi) = lapi {
+            lapi.stop().await;
+        }
+        if let Some(handle) = metrics_server {
+            handle.stop(true).await;
+        }
+        if let Some(nft) = nft {
+            let _ = nft.await;
+        }
         ingest.join().await;
         // The sources dropped their senders: the bridge drains what is left and ends.
         let _ = bridge.await;

@@ -16,7 +16,14 @@ const CF_OFFENCES: &str = "offences";
 const CF_CURSORS: &str = "cursors";
 const CF_OUTBOX: &str = "outbox";
 const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 5] = [CF_DECISIONS, CF_OFFENCES, CF_CURSORS, CF_OUTBOX, CF_META];
+/// Bouncers, by name.
+pub const CF_BOUNCERS: &str = "bouncers";
+/// Machines (watchers), by name.
+pub const CF_MACHINES: &str = "machines";
+/// Alerts pushed by machines, by id (big-endian u64).
+pub const CF_ALERTS: &str = "alerts";
+const COLUMN_FAMILIES: [&str; 8] =
+    [CF_DECISIONS, CF_OFFENCES, CF_CURSORS, CF_OUTBOX, CF_META, CF_BOUNCERS, CF_MACHINES, CF_ALERTS];
 const LAST_DECISION_ID: &[u8] = b"last_decision_id";
 const LAST_SIGNAL_SEQ: &[u8] = b"last_signal_seq";
 
@@ -35,6 +42,9 @@ fn config() -> bincode::config::Configuration {
 fn err(context: &str) -> impl Fn(rocksdb::Error) -> StoreError + '_ {
     move |e| StoreError(format!("{context}: {e}"))
 }
+
+/// A raw key and value.
+pub type Record = (Vec<u8>, Vec<u8>);
 
 /// RocksDB-backed [`Store`].
 pub struct RocksStore {
@@ -98,6 +108,43 @@ impl RocksStore {
 
     fn encode<T: bincode::Encode>(value: &T) -> Result<Vec<u8>, StoreError> {
         bincode::encode_to_vec(value, config()).map_err(|e| StoreError(format!("encoding: {e}")))
+    }
+
+    /// Every record of column family `cf` (one of the `CF_*` constants), by key.
+    pub fn records(&self, cf: &str) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
+            let (key, value) = item.map_err(err("reading records"))?;
+            out.push((key.into_vec(), value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The last `limit` records of `cf`, newest (largest key) first.
+    pub fn last_records(&self, cf: &str, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::End).take(limit) {
+            let (key, value) = item.map_err(err("reading records"))?;
+            out.push((key.into_vec(), value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes one record.
+    pub fn put_record(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.db.put_cf(self.cf(cf)?, key, value).map_err(err("writing a record"))
+    }
+
+    /// Deletes one record.
+    pub fn delete_record(&self, cf: &str, key: &[u8]) -> Result<(), StoreError> {
+        self.db.delete_cf(self.cf(cf)?, key).map_err(err("deleting a record"))
+    }
+
+    /// Deletes the records of `cf` with keys below `below`.
+    pub fn delete_records_below(&self, cf: &str, below: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(cf)?, [0u8; 0].as_slice(), below);
+        self.db.write(batch).map_err(err("pruning records"))
     }
 
     fn u64_at(&self, cf: &str, key: &[u8]) -> Result<u64, StoreError> {

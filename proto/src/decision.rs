@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ip::canonical_ip;
@@ -26,7 +27,7 @@ pub enum Origin {
     /// An operator, through the CLI or the admin API.
     Cli,
     /// Anything else, e.g. `crowdsec` for alerts pushed by a CrowdSec log processor.
-    Other(String),
+    Other(Arc<str>),
 }
 
 impl Origin {
@@ -49,7 +50,7 @@ impl From<&str> for Origin {
             "fleet" => Origin::Fleet,
             "community" => Origin::Community,
             "cli" => Origin::Cli,
-            other => Origin::Other(other.to_owned()),
+            other => Origin::Other(other.into()),
         }
     }
 }
@@ -69,7 +70,7 @@ pub enum Scope {
     /// A CIDR range.
     Range,
     /// Any other scope (`Country`, `AS`, `username`...), kept as given.
-    Other(String),
+    Other(Arc<str>),
 }
 
 impl Scope {
@@ -89,7 +90,7 @@ impl Scope {
             "range" => Scope::Range,
             "country" => Scope::Other("Country".into()),
             "as" => Scope::Other("AS".into()),
-            _ => Scope::Other(s.to_owned()),
+            _ => Scope::Other(s.into()),
         }
     }
 }
@@ -108,7 +109,7 @@ pub enum DecisionType {
     /// Ask for a captcha (web bouncers).
     Captcha,
     /// Anything else, kept as given.
-    Other(String),
+    Other(Arc<str>),
 }
 
 impl DecisionType {
@@ -127,7 +128,7 @@ impl From<&str> for DecisionType {
         match s {
             "ban" => DecisionType::Ban,
             "captcha" => DecisionType::Captcha,
-            other => DecisionType::Other(other.to_owned()),
+            other => DecisionType::Other(other.into()),
         }
     }
 }
@@ -172,13 +173,55 @@ pub fn parse_target(scope: &Scope, value: &str) -> Result<IpNet, TargetError> {
     }
 }
 
+/// A random (version 4) UUID, kept as its 16 bytes and written as RFC 4122 text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Encode, Decode)]
+pub struct Uuid(pub [u8; 16]);
+
+impl Uuid {
+    /// A version 4 UUID from 16 random bytes.
+    pub fn from_random(mut b: [u8; 16]) -> Self {
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        Uuid(b)
+    }
+}
+
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Uuid {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex: String = s.chars().filter(|c| *c != '-').collect();
+        let mut out = [0u8; 16];
+        if hex.len() != 32 || s.len() != 36 {
+            return Err(format!("{s:?} is not a UUID"));
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte =
+                u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| format!("{s:?} is not a UUID"))?;
+        }
+        Ok(Uuid(out))
+    }
+}
+
 /// A decision: enforce `kind` against `value` (in `scope`) until `until`.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Decision {
     /// Store-assigned id, increasing; bouncers see it as `id`.
     pub id: u64,
-    /// A random UUID (RFC 4122 text), stable across restarts and nodes.
-    pub uuid: String,
+    /// A random UUID, stable across restarts and nodes.
+    pub uuid: Uuid,
     /// Who asked for it.
     pub origin: Origin,
     /// The remediation.
@@ -191,8 +234,9 @@ pub struct Decision {
     pub created_at: Timestamp,
     /// When it stops applying.
     pub until: Timestamp,
-    /// The scenario (or the operator's reason) behind it.
-    pub scenario: String,
+    /// The scenario (or the operator's reason) behind it; shared between the decisions
+    /// of one scenario.
+    pub scenario: Arc<str>,
     /// A simulated decision is recorded and shown but never enforced.
     pub simulated: bool,
 }
@@ -220,14 +264,14 @@ impl Serialize for Decision {
         use serde::ser::SerializeStruct;
         let mut st = serializer.serialize_struct("Decision", 10)?;
         st.serialize_field("id", &self.id)?;
-        st.serialize_field("uuid", &self.uuid)?;
+        st.serialize_field("uuid", &self.uuid.to_string())?;
         st.serialize_field("origin", self.origin.as_str())?;
         st.serialize_field("type", self.kind.as_str())?;
         st.serialize_field("scope", self.scope.as_str())?;
         st.serialize_field("value", &self.value)?;
         st.serialize_field("created_at", &self.created_at.as_millis())?;
         st.serialize_field("until", &self.until.as_millis())?;
-        st.serialize_field("scenario", &self.scenario)?;
+        st.serialize_field("scenario", &*self.scenario)?;
         st.serialize_field("simulated", &self.simulated)?;
         st.end()
     }
@@ -253,14 +297,14 @@ impl<'de> Deserialize<'de> for Decision {
         let r = Raw::deserialize(deserializer)?;
         Ok(Decision {
             id: r.id,
-            uuid: r.uuid,
+            uuid: r.uuid.parse().map_err(serde::de::Error::custom)?,
             origin: Origin::from(r.origin.as_str()),
             kind: DecisionType::from(r.kind.as_str()),
             scope: Scope::parse(&r.scope),
             value: r.value,
             created_at: Timestamp(r.created_at),
             until: Timestamp(r.until),
-            scenario: r.scenario,
+            scenario: r.scenario.into(),
             simulated: r.simulated,
         })
     }
@@ -294,7 +338,7 @@ mod tests {
     fn json_round_trip() {
         let d = Decision {
             id: 7,
-            uuid: "2b7f0d64-8a2c-4f5e-9b71-1d2f7a9c0e11".into(),
+            uuid: "2b7f0d64-8a2c-4f5e-9b71-1d2f7a9c0e11".parse().unwrap(),
             origin: Origin::Palisade,
             kind: DecisionType::Ban,
             scope: Scope::Ip,
@@ -306,6 +350,7 @@ mod tests {
         };
         let text = serde_json::to_string(&d).unwrap();
         assert!(text.contains("\"type\":\"ban\""));
+        assert!(text.contains("\"uuid\":\"2b7f0d64-8a2c-4f5e-9b71-1d2f7a9c0e11\""), "{text}");
         let back: Decision = serde_json::from_str(&text).unwrap();
         assert_eq!(back, d);
         assert!(d.is_active(Timestamp(14_400_999)));

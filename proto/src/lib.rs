@@ -20,7 +20,7 @@ pub mod node;
 pub mod signal;
 pub mod time;
 
-pub use decision::{Decision, DecisionType, Origin, Scope};
+pub use decision::{Decision, DecisionType, Origin, Scope, Uuid};
 pub use envelope::{Message, WireError};
 pub use fleet::{AdmissionError, FleetId, JoinToken, MembershipCert, RevocationList};
 pub use gossip::{Digest, Hello, JoinReply, JoinRequest, OriginMark, RangeRequest};

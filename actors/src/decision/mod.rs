@@ -9,6 +9,7 @@ mod allowlist;
 mod book;
 mod config;
 mod index;
+mod slab;
 
 pub use allowlist::Allowlist;
 pub use book::{DecisionBook, DecisionKey, SharedBook};
@@ -17,11 +18,12 @@ pub use index::NetIndex;
 
 use ipnet::IpNet;
 use palisade_proto::decision::{parse_target, TargetError};
-use palisade_proto::{Decision, DecisionType, Origin, Scope, Timestamp};
+use palisade_proto::{Decision, DecisionType, Origin, Scope, Timestamp, Uuid};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::event::Overflow;
@@ -181,7 +183,12 @@ pub struct DecisionEngine {
     last_id: u64,
     rng: StdRng,
     changes: Changes,
+    /// Scenario names, shared by the decisions that carry them.
+    scenarios: HashSet<Arc<str>>,
 }
+
+/// Scenario names interned at most.
+const MAX_INTERNED: usize = 10_000;
 
 impl DecisionEngine {
     /// An engine holding `stored` state. `seed` drives decision UUIDs.
@@ -192,7 +199,12 @@ impl DecisionEngine {
         now: Timestamp,
         seed: u64,
     ) -> Self {
-        let book = DecisionBook::from_stored(stored.decisions, now);
+        let mut scenarios = HashSet::new();
+        let decisions = stored.decisions.into_iter().map(|mut d| {
+            d.scenario = intern(&mut scenarios, &d.scenario);
+            d
+        });
+        let book = DecisionBook::from_stored(decisions, now);
         let last_id = stored.last_id.max(book.max_id());
         let book = SharedBook::new(book);
         DecisionEngine {
@@ -203,6 +215,7 @@ impl DecisionEngine {
             last_id,
             rng: StdRng::seed_from_u64(seed),
             changes: Changes::default(),
+            scenarios,
         }
     }
 
@@ -240,8 +253,14 @@ impl DecisionEngine {
         self.changes = older;
     }
 
-    /// Applies the profiles to an overflow.
+    /// Applies the profiles to an overflow of this node's own detection.
     pub fn on_overflow(&mut self, overflow: &Overflow, now: Timestamp) -> Verdict {
+        self.on_overflow_from(overflow, Origin::Palisade, now)
+    }
+
+    /// Applies the profiles to an overflow detected elsewhere (an alert a CrowdSec log
+    /// processor pushed), recording `origin` on the decision.
+    pub fn on_overflow_from(&mut self, overflow: &Overflow, origin: Origin, now: Timestamp) -> Verdict {
         let Some(remediation) = &overflow.remediation else {
             return Verdict::NoDecision;
         };
@@ -273,7 +292,7 @@ impl DecisionEngine {
             self.repeat_duration(&value, base, now)
         };
         let request = NewDecision {
-            origin: Origin::Palisade,
+            origin,
             kind,
             scope: overflow.scope.clone(),
             value,
@@ -328,14 +347,14 @@ impl DecisionEngine {
         self.last_id += 1;
         let decision = Decision {
             id: self.last_id,
-            uuid: existing.as_ref().map_or_else(|| self.uuid(), |e| e.uuid.clone()),
+            uuid: existing.as_ref().map_or_else(|| self.uuid(), |e| e.uuid),
             origin: request.origin,
             kind: request.kind,
             scope: request.scope,
             value: request.value,
             created_at: now,
             until,
-            scenario: request.scenario,
+            scenario: self.intern(&request.scenario),
             simulated: request.simulated,
         };
         self.book.write().insert(decision.clone());
@@ -415,14 +434,28 @@ impl DecisionEngine {
         self.changes.offences.push((value, times.iter().copied().collect()));
     }
 
-    fn uuid(&mut self) -> String {
+    fn uuid(&mut self) -> Uuid {
         let mut b = [0u8; 16];
         self.rng.fill_bytes(&mut b);
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        let h = |r: std::ops::Range<usize>| -> String { b[r].iter().map(|x| format!("{x:02x}")).collect() };
-        format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
+        Uuid::from_random(b)
     }
+
+    fn intern(&mut self, scenario: &str) -> Arc<str> {
+        intern(&mut self.scenarios, scenario)
+    }
+}
+
+/// One shared copy of each scenario name (a million imported decisions share one).
+fn intern(set: &mut HashSet<Arc<str>>, scenario: &str) -> Arc<str> {
+    if let Some(s) = set.get(scenario) {
+        return s.clone();
+    }
+    let s: Arc<str> = scenario.into();
+    // Names come from the hub, operators and machines: bounded, but not by us.
+    if set.len() < MAX_INTERNED {
+        set.insert(s.clone());
+    }
+    s
 }
 
 /// Active decisions of `book` that `filter` selects, by id.

@@ -203,3 +203,25 @@ fn unpersisted_changes_can_be_requeued_in_order() {
     assert_eq!(all.offences.len(), 2);
     assert!(e.take_changes().is_empty());
 }
+
+#[test]
+fn stream_pages_see_new_ids_and_every_ending_once() {
+    let mut e = engine(DecisionConfig::default());
+    e.on_overflow(&overflow("a", "198.51.100.1"), t(0)); // id 1, until 4h
+    e.on_overflow(&overflow("a", "198.51.100.2"), t(10)); // id 2, until 4h+10
+    e.on_overflow(&overflow("a", "198.51.100.3"), t(20)); // id 3
+    let ids = |it: &mut dyn Iterator<Item = &Decision>| it.map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(ids(&mut e.book().after_id(1)), vec![2, 3]);
+    assert_eq!(ids(&mut e.book().after_id(u64::MAX)), Vec::<u64>::new());
+    let filter = DecisionFilter { value: Some("198.51.100.3".into()), ..Default::default() };
+    e.delete(&filter, t(30)); // id 3 ends at 30: a tombstone
+                              // At 4h+15, id 1 and 2 are due but not yet expired by a tick: still reported.
+    let book = e.book();
+    let ending = ids(&mut book.ending_after((t(0), 0), t(4 * H + 15)));
+    assert_eq!(ending, vec![3, 1, 2], "tombstones and due decisions merged by end time");
+    // Paging: resume after the first one.
+    let first = book.ending_after((t(0), 0), t(4 * H + 15)).next().map(|d| (d.until, d.id)).unwrap();
+    assert_eq!(ids(&mut book.ending_after(first, t(4 * H + 15))), vec![1, 2]);
+    assert_eq!(ids(&mut book.ending_after((t(4 * H + 15), u64::MAX), t(4 * H + 15))), Vec::<u64>::new());
+    assert_eq!(ids(&mut book.ending_after((t(4 * H + 16), 0), t(4 * H + 15))), Vec::<u64>::new());
+}

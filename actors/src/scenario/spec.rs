@@ -381,7 +381,7 @@ fn compile(
             let kind = match r.as_ref().and_then(|r| r.kind.as_deref()) {
                 None | Some("ban") => DecisionType::Ban,
                 Some("captcha") => DecisionType::Captcha,
-                Some(other) => DecisionType::Other(other.to_owned()),
+                Some(other) => DecisionType::Other(other.into()),
             };
             let duration =
                 match r.as_ref().and_then(|r| r.duration.as_deref()) {

@@ -37,8 +37,9 @@ impl NodeDir {
         let path = self.path("config.toml");
         // Top-level keys of `body` must come before the first table.
         let text = format!(
-            "data_dir = {:?}\n{body}\n[log]\nlevel = \"info,palisade=debug\"\n[allowlist]\nhost_addresses = false\n",
-            self.path("data").display().to_string()
+            "data_dir = {:?}\n{body}\n[log]\nlevel = \"info,palisade=debug\"\n[allowlist]\nhost_addresses = false\n{}",
+            self.path("data").display().to_string(),
+            if body.contains("[api]") { "" } else { "[api]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n" }
         );
         std::fs::write(&path, text).expect("write config");
         path
@@ -132,6 +133,111 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl Node {
+    /// The address a `"<what> listening"` log line of this node gave (the last one).
+    pub fn listening(&self, what: &str) -> std::net::SocketAddr {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.contains(&format!("{what} listening")))
+            .unwrap_or_else(|| panic!("no '{what} listening' line in the log:\n{text}"));
+        let addr = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
+        addr.parse().unwrap()
+    }
+
+    /// The Local API's address.
+    pub fn api(&self) -> std::net::SocketAddr {
+        self.listening("local API")
+    }
+
+    /// The metrics endpoint's address.
+    pub fn metrics(&self) -> std::net::SocketAddr {
+        self.listening("metrics endpoint")
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Http {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Http {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`), with a minimal response parser that
+/// understands chunked bodies.
+pub fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Http {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: palisade-tests\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())))
+        .collect();
+    let mut rest = &raw[split + 4..];
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        let mut out = Vec::new();
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16).unwrap();
+            rest = &rest[end + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        out
+    } else {
+        rest.to_vec()
+    };
+    Http { status, headers, body }
+}
+
+/// `palisade bouncers add NAME --json`: the key.
+pub fn add_bouncer(dir: &NodeDir, name: &str) -> String {
+    let out = dir.cli(&["bouncers", "add", name, "--json"]);
+    assert!(out.status.success(), "bouncers add: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["api_key"].as_str().unwrap().to_owned()
 }
 
 /// Appends lines to a file (creating it).
