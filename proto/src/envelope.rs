@@ -10,6 +10,8 @@
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use bincode::{Decode, Encode};
 
+use crate::fleet::RevocationList;
+use crate::gossip::{Digest, Hello, JoinReply, JoinRequest, RangeRequest, MAX_MEMBERSHIP_BYTES};
 use crate::signal::SignedSignal;
 
 /// The current envelope version.
@@ -31,6 +33,21 @@ pub(crate) fn bincode_config() -> Configuration<LittleEndian, Varint, Limit<MAX_
 pub enum Message {
     /// Signed signals, pushed to a peer or sent to repair its gaps.
     Signals(Vec<SignedSignal>),
+    /// First message of a fleet connection: fleet, membership certificate, address.
+    Hello(Hello),
+    /// Anti-entropy summary of the signals the sender holds.
+    Digest(Digest),
+    /// Asks for a range of one origin's signals.
+    Request(RangeRequest),
+    /// Membership protocol bytes (chitchat's own encoding), carried over the
+    /// authenticated connection.
+    Membership(Vec<u8>),
+    /// The fleet admin's latest revocation list, relayed by members.
+    Revocations(RevocationList),
+    /// A new node asks to be admitted (first and only frame of a join connection).
+    Join(JoinRequest),
+    /// The answer to a join request.
+    JoinReply(JoinReply),
 }
 
 /// Why bytes could not be turned into a message, or a message into bytes.
@@ -71,6 +88,28 @@ impl Message {
                 }
                 signals.iter().try_for_each(|s| s.signal.validate())
             }
+            Message::Hello(hello) => hello.validate(),
+            Message::Digest(digest) => digest.validate(),
+            Message::Request(request) => request.validate(),
+            Message::Membership(bytes) => {
+                if bytes.len() > MAX_MEMBERSHIP_BYTES {
+                    return Err(WireError::Invalid("membership payload over 128 KiB"));
+                }
+                Ok(())
+            }
+            Message::Revocations(list) => {
+                if list.revoked.len() > crate::fleet::MAX_REVOKED {
+                    return Err(WireError::Invalid("revocation list longer than 4096 nodes"));
+                }
+                Ok(())
+            }
+            Message::Join(request) => {
+                if request.token.peer.len() > crate::fleet::MAX_PEER_ADDR_LEN {
+                    return Err(WireError::Invalid("join token peer address longer than 255 bytes"));
+                }
+                Ok(())
+            }
+            Message::JoinReply(reply) => reply.validate(),
         }
     }
 
@@ -139,6 +178,74 @@ mod tests {
             })
     }
 
+    fn arb_cert() -> impl Strategy<Value = crate::fleet::MembershipCert> {
+        (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<i64>(), 1u64..1_000_000).prop_map(
+            |(admin, node, at, secs)| {
+                crate::fleet::MembershipCert::issue(
+                    &NodeKey::from_bytes(&admin),
+                    NodeId(node),
+                    Timestamp(at),
+                    std::time::Duration::from_secs(secs),
+                )
+            },
+        )
+    }
+
+    fn arb_fleet_message() -> impl Strategy<Value = Message> {
+        use crate::gossip::{Digest, Hello, OriginMark, RangeRequest};
+        prop_oneof![
+            (arb_cert(), "[0-9.:]{1,40}", "[0-9.a-z-]{0,20}").prop_map(|(membership, quic_addr, version)| {
+                Message::Hello(Hello { fleet: membership.fleet, membership, quic_addr, version })
+            }),
+            (
+                any::<[u8; 32]>(),
+                proptest::collection::vec((any::<[u8; 32]>(), 1u64..1000, 0u64..1000), 0..50)
+            )
+                .prop_map(|(fleet, marks)| Message::Digest(Digest {
+                    fleet: crate::fleet::FleetId(fleet),
+                    marks: marks
+                        .into_iter()
+                        .map(|(o, floor, extra)| OriginMark {
+                            origin: NodeId(o),
+                            floor,
+                            high: floor - 1 + extra
+                        })
+                        .collect(),
+                })),
+            (any::<[u8; 32]>(), 1u64..u64::MAX / 2, 0u64..1000).prop_map(|(o, from, n)| Message::Request(
+                RangeRequest { origin: NodeId(o), from, to: from + n }
+            )),
+            proptest::collection::vec(any::<u8>(), 0..2000).prop_map(Message::Membership),
+            (any::<[u8; 32]>(), "[0-9.:]{1,40}", any::<i64>(), any::<[u8; 16]>(), any::<[u8; 32]>())
+                .prop_map(|(admin, peer, at, nonce, node)| Message::Join(crate::gossip::JoinRequest {
+                    token: crate::fleet::JoinToken::issue(
+                        &NodeKey::from_bytes(&admin),
+                        &peer,
+                        Timestamp(at),
+                        std::time::Duration::from_secs(3600),
+                        nonce,
+                    ),
+                    node: NodeId(node),
+                })),
+            (arb_cert(), any::<[u8; 32]>()).prop_map(|(membership, fleet_secret)| {
+                let revocations = crate::fleet::RevocationList::empty(membership.fleet);
+                Message::JoinReply(crate::gossip::JoinReply::Accepted {
+                    membership,
+                    fleet_secret,
+                    revocations,
+                })
+            }),
+            "[ -~]{0,100}".prop_map(|reason| Message::JoinReply(crate::gossip::JoinReply::Refused(reason))),
+            (any::<[u8; 32]>(), any::<u64>(), proptest::collection::vec(any::<[u8; 32]>(), 0..20)).prop_map(
+                |(admin, serial, nodes)| Message::Revocations(crate::fleet::RevocationList::issue(
+                    &NodeKey::from_bytes(&admin),
+                    serial,
+                    nodes.into_iter().map(NodeId).collect(),
+                ))
+            ),
+        ]
+    }
+
     fn arb_message() -> impl Strategy<Value = Message> {
         proptest::collection::vec((arb_signal(), any::<[u8; 32]>()), 0..20).prop_map(|items| {
             Message::Signals(
@@ -154,10 +261,19 @@ mod tests {
         fn round_trips(message in arb_message()) {
             let bytes = message.encode().unwrap();
             prop_assert_eq!(Message::decode(&bytes).unwrap(), message.clone());
-            let Message::Signals(signals) = Message::decode(&bytes).unwrap();
-            for s in signals {
-                prop_assert_eq!(s.verify(), Ok(()));
+            if let Message::Signals(signals) = Message::decode(&bytes).unwrap() {
+                for s in signals {
+                    prop_assert_eq!(s.verify(), Ok(()));
+                }
             }
+        }
+
+        #[test]
+        fn fleet_messages_round_trip(message in arb_fleet_message(), cut in any::<prop::sample::Index>()) {
+            let bytes = message.encode().unwrap();
+            prop_assert_eq!(Message::decode(&bytes).unwrap(), message.clone());
+            let cut = cut.index(bytes.len());
+            prop_assert!(Message::decode(&bytes[..cut]).is_err());
         }
 
         #[test]
@@ -189,6 +305,7 @@ mod tests {
                     prop_assert!(!all_verify || Message::Signals(signals) != message);
                     prop_assert!(!all_verify, "a tampered message verified");
                 }
+                Ok(other) => prop_assert_ne!(other, message),
             }
         }
 
@@ -205,6 +322,11 @@ mod tests {
         wrong[0] = 2;
         assert_eq!(Message::decode(&wrong), Err(WireError::UnknownVersion(2)));
         assert_eq!(Message::decode(&[]), Err(WireError::Empty));
+        let bad_range =
+            Message::Request(crate::gossip::RangeRequest { origin: NodeId([1; 32]), from: 5, to: 4 });
+        assert!(bad_range.encode().is_err());
+        let big = Message::Membership(vec![0; crate::gossip::MAX_MEMBERSHIP_BYTES + 1]);
+        assert!(big.encode().is_err());
         let huge = vec![WIRE_VERSION; MAX_MESSAGE_BYTES + 1];
         assert!(matches!(Message::decode(&huge), Err(WireError::TooLarge { .. })));
         // A length prefix that claims far more elements than the bytes hold must fail

@@ -13,6 +13,8 @@
 
 pub mod decision;
 pub mod envelope;
+pub mod fleet;
+pub mod gossip;
 pub mod ip;
 pub mod node;
 pub mod signal;
@@ -20,6 +22,8 @@ pub mod time;
 
 pub use decision::{Decision, DecisionType, Origin, Scope, Uuid};
 pub use envelope::{Message, WireError};
+pub use fleet::{AdmissionError, FleetId, JoinToken, MembershipCert, RevocationList};
+pub use gossip::{Digest, Hello, JoinReply, JoinRequest, OriginMark, RangeRequest};
 pub use ip::{Epoch, HashKey, HashedIp, SealKey, SealedIp};
 pub use node::{NodeId, NodeKey};
 pub use signal::{Signal, SignalId, SignedSignal};
