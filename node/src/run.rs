@@ -110,6 +110,7 @@ pub fn run(config: NodeConfig) -> Result<()> {
 
     let system = actix::System::new();
     let result = system.block_on(async move {
+        let stop = StopSignals::listen();
         let admin = crate::admin::bind(&admin_listener_path)?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
         if config.bouncer.nftables.enabled {
@@ -197,7 +198,7 @@ pub fn run(config: NodeConfig) -> Result<()> {
             crate::admin::Node { decisions: decisions.clone(), bouncers, machines },
         ));
 
-        wait_for_signal().await;
+        stop.wait().await;
         tracing::info!("shutting down: finishing the lines already read");
         let _ = shutdown_tx.send(true);
         if let Some(lapi) = lapi {
@@ -309,18 +310,43 @@ async fn clock(stages: Stages, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT, listened for from the start: a signal that arrives while the node
+/// is still starting stops it cleanly instead of killing it.
+struct StopSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, signal = name, "cannot listen for this signal");
+                None
+            }
+        };
+        StopSignals {
+            term: listen(SignalKind::terminate(), "SIGTERM"),
+            int: listen(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = recv(&mut self.term) => {}
+            _ = recv(&mut self.int) => {}
+        }
+    }
+}
+
+/// The next delivery of `signal`, or never when it could not be listened for.
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
