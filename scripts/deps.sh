@@ -10,7 +10,7 @@ if [ "$mode" = test ]; then
   # The bouncer tests run CrowdSec's own bouncers from Debian's packages; installed
   # without recommends, which would pull in the crowdsec engine and its online
   # registration. Prometheus scrapes the node in the metrics test.
-  for pkg in nftables iproute2 python3 python3-pip procps crowdsec-firewall-bouncer crowdsec-custom-bouncer prometheus; do
+  for pkg in nftables iproute2 python3 python3-pip procps openssl curl crowdsec-firewall-bouncer crowdsec-custom-bouncer prometheus; do
     have_pkg "$pkg" || need+=("$pkg")
   done
 fi

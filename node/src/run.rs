@@ -145,7 +145,8 @@ pub fn run(config: NodeConfig) -> Result<()> {
                 alerts: alerts.clone(),
             };
             let running = crate::lapi::start(&config.api, lapi)?;
-            tracing::info!(addr = %running.addr, "local API listening");
+            let tls = config.api.tls_cert.is_some();
+            tracing::info!(addr = %running.addr, tls, "local API listening");
             Some(running)
         } else {
             None

@@ -377,3 +377,57 @@ fn machines_register_log_in_push_alerts_and_delete_decisions() {
     assert_eq!(http(api, "GET", "/v1/heartbeat", &[auth], b"").status, 401);
     node.stop();
 }
+
+#[test]
+fn tls_when_configured() {
+    let dir = NodeDir::new();
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+    dir.write_config(&format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    ));
+    let node = dir.start();
+    let api = node.api();
+    let key_ = add_bouncer(&dir, "tls");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&cert)
+        .args([
+            "-H",
+            &format!("X-Api-Key: {key_}"),
+            &format!("https://127.0.0.1:{}/v1/decisions", api.port()),
+        ])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "null");
+    node.stop();
+
+    // A key that does not match the certificate is a clear error at start.
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    let out = dir.cli(&["run"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api.tls_key"), "{err}");
+}

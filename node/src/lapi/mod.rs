@@ -46,6 +46,10 @@ pub struct ApiConfig {
     pub request_timeout: String,
     /// Idle keep-alive connections are closed after this.
     pub keep_alive: String,
+    /// Serve HTTPS with this certificate chain (PEM); needs `tls_key`.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -57,6 +61,8 @@ impl Default for ApiConfig {
             max_connections: 1024,
             request_timeout: "5s".into(),
             keep_alive: "75s".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -76,6 +82,9 @@ impl ApiConfig {
         }
         duration("api.request_timeout", &self.request_timeout)?;
         duration("api.keep_alive", &self.keep_alive)?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::new("api.tls_cert", "give both tls_cert and tls_key, or neither"));
+        }
         Ok(())
     }
 }
@@ -159,8 +168,11 @@ pub fn start(config: &ApiConfig, lapi: Lapi) -> Result<Running> {
     .client_disconnect_timeout(Duration::from_secs(1))
     .keep_alive(keep_alive)
     .disable_signals()
-    .shutdown_timeout(5)
-    .listen(listener)?
+    .shutdown_timeout(5);
+    let server = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => server.listen_rustls_0_23(listener, tls_config(cert, key)?)?,
+        _ => server.listen(listener)?,
+    }
     .run();
     let handle = server.handle();
     actix::spawn(async move {
@@ -169,6 +181,27 @@ pub fn start(config: &ApiConfig, lapi: Lapi) -> Result<Running> {
         }
     });
     Ok(Running { addr, handle })
+}
+
+/// A TLS server configuration from PEM files (ring, TLS 1.2 and 1.3).
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("api.tls_cert: {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("api.tls_cert: {}: no certificate in the file", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("api.tls_key: {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("api: TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("api.tls_key: the key does not match the certificate")
 }
 
 /// The routes, also used by tests.
