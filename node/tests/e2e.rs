@@ -174,3 +174,28 @@ fn the_simulator_is_reachable_from_the_node_binary() {
     let out = std::process::Command::new(bin()).args(["sim", "run", "/nonexistent.toml"]).output().unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn stamps_without_a_zone_are_read_in_the_host_zone() {
+    let dir = NodeDir::new();
+    dir.write_config("");
+    let line = "Dec  2 10:00:00 web-01 sshd[1]: Failed password for root from 192.0.2.1 port 22 ssh2\n";
+    // POSIX TZ strings: no zoneinfo files needed. EST5EDT is UTC-5 in December.
+    for (tz, want) in [("UTC0", "T10:00:00"), ("XST-2", "T08:00:00"), ("EST5EDT,M3.2.0,M11.1.0", "T15:00:00")]
+    {
+        let mut child = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(dir.path("config.toml"))
+            .args(["explain", "--type", "syslog", "--json"])
+            .env("TZ", tz)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), line.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("{want}.000Z\"")), "TZ={tz}: {text}");
+    }
+}

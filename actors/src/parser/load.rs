@@ -349,7 +349,9 @@ fn compile_node(
             let field =
                 field_ref(node.apply_on.as_deref().unwrap_or(default_field), interner).map_err(&err)?;
             NodeKind::Method(match method {
-                MethodName::ParseTimestamp => Method::ParseTimestamp { field },
+                MethodName::ParseTimestamp => {
+                    Method::ParseTimestamp { field, zone: super::timestamp::Zone::host() }
+                }
                 MethodName::NormalizeIp => {
                     if field == FieldRef::Line {
                         return Err(err(

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 pub(crate) enum Method {
     /// Parses the field (default `parsed.timestamp`) into `Event::time`. Always
     /// matches: a line without a usable stamp keeps the time it was read at.
-    ParseTimestamp { field: FieldRef },
+    ParseTimestamp { field: FieldRef, zone: timestamp::Zone },
     /// Validates the field (default `meta.source_ip`) as an IP address and rewrites it
     /// in canonical form; rejects the line when it is not an address. Does not apply
     /// when the field is unset.
@@ -40,8 +40,8 @@ impl Method {
 
     pub(crate) fn run<T: Tracer>(&self, w: &mut Work, t: &mut T) -> Outcome {
         match self {
-            Method::ParseTimestamp { field } => {
-                let parsed = w.get(field).and_then(|s| timestamp::parse(s, w.line.received_at));
+            Method::ParseTimestamp { field, zone } => {
+                let parsed = w.get(field).and_then(|s| timestamp::parse_in(s, w.line.received_at, zone));
                 w.time = parsed;
                 if T::ON {
                     match parsed {

@@ -10,8 +10,12 @@
 //! - nginx error log `2026/11/25 06:00:17`.
 //!
 //! Stamps without a zone (syslog, Apache and nginx error logs, ISO without offset) are
-//! read as **UTC**: a node cannot know the zone of the machine that wrote them, and UTC
-//! is what servers that are meant to be correlated should log in. Stamps without a year
+//! read in the **host's time zone** (`TZ`, else /etc/localtime), daylight saving time
+//! included: that is how the host's syslog, nginx and Apache write them. On a host in
+//! UTC this costs nothing; elsewhere the offset is looked up once per hour of log time.
+//! (Reading them as UTC on a host east or west of it would put the sshd events of
+//! auth.log hours away from nginx's, whose stamps carry an offset, and the buckets,
+//! which share one clock, would free the lagging source's slow attacks early.) Stamps without a year
 //! take the year of the line's `received_at`, or the previous year when that would put
 //! the stamp more than two days in the future (a December line read in January).
 
@@ -21,15 +25,83 @@ const DAY_MS: i64 = 86_400_000;
 /// How far into the future a year-less stamp may be before it is taken as last year's.
 const FUTURE_SLACK_MS: i64 = 2 * DAY_MS;
 
-/// Parses `text` (surrounding spaces ignored); `received_at` supplies a missing year.
+/// How stamps without a zone are read.
+#[derive(Debug)]
+pub(crate) enum Zone {
+    /// As UTC (the host is in UTC all year).
+    Utc,
+    /// In the host's zone: the UTC offset of the last hour of log time looked up,
+    /// packed as `hour << 32 | offset seconds`, so each parse costs an atomic load.
+    Host(std::sync::atomic::AtomicU64),
+}
+
+impl Zone {
+    /// The host's zone, or `Utc` when it is UTC all year.
+    pub(crate) fn host() -> Zone {
+        use chrono::{Local, Offset, TimeZone};
+        let probes = [1_767_225_600i64, 1_782_864_000]; // 2026-01-01 and 2026-07-01
+        let utc_all_year = probes.iter().all(|t| {
+            Local.timestamp_opt(*t, 0).single().is_some_and(|d| d.offset().fix().local_minus_utc() == 0)
+        });
+        if utc_all_year {
+            Zone::Utc
+        } else {
+            Zone::Host(std::sync::atomic::AtomicU64::new(u64::MAX))
+        }
+    }
+
+    /// The instant of a local wall-clock time given as milliseconds since the epoch.
+    fn to_utc(&self, local_ms: i64) -> i64 {
+        let Zone::Host(cache) = self else { return local_ms };
+        use std::sync::atomic::Ordering::Relaxed;
+        let hour = local_ms.div_euclid(3_600_000);
+        let cached = cache.load(Relaxed);
+        let offset = if cached != u64::MAX && (cached >> 32) as i64 == (hour & 0xffff_ffff) {
+            i64::from(cached as u32 as i32)
+        } else {
+            let offset = host_offset(local_ms);
+            cache.store(((hour as u64 & 0xffff_ffff) << 32) | u64::from(offset as i32 as u32), Relaxed);
+            offset
+        };
+        local_ms - offset * 1000
+    }
+}
+
+/// The host's UTC offset, in seconds, at a local wall-clock time. In the hour skipped when
+/// clocks go forward, the offset before the change; in the hour repeated when they go
+/// back, the first (earlier) reading.
+fn host_offset(local_ms: i64) -> i64 {
+    use chrono::{Local, Offset, TimeZone};
+    let Some(naive) = chrono::DateTime::from_timestamp_millis(local_ms).map(|d| d.naive_utc()) else {
+        return 0;
+    };
+    let at = |n: chrono::NaiveDateTime| {
+        Local.from_local_datetime(&n).earliest().map(|d| d.offset().fix().local_minus_utc())
+    };
+    let offset = at(naive).or_else(|| at(naive - chrono::Duration::hours(1))).unwrap_or(0);
+    i64::from(offset)
+}
+
+/// Parses `text` (surrounding spaces ignored) in the host's zone when it has none;
+/// `received_at` supplies a missing year.
+#[cfg(test)]
 pub(crate) fn parse(text: &str, received_at: Timestamp) -> Option<Timestamp> {
+    parse_in(text, received_at, &Zone::Utc)
+}
+
+/// Parses `text`, reading a stamp without a zone in `zone`.
+pub(crate) fn parse_in(text: &str, received_at: Timestamp, zone: &Zone) -> Option<Timestamp> {
+    let local = |t: Option<Timestamp>| t.map(|t| Timestamp(zone.to_utc(t.0)));
     let b = text.trim().as_bytes();
     let first = *b.first()?;
     if first.is_ascii_digit() {
         let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
         match (digits, b.get(digits)) {
-            (4, Some(b'-')) => iso8601(b),
-            (4, Some(b'/')) => nginx_error(b),
+            (4, Some(b'-')) => match iso8601(b)? {
+                (t, true) => Some(t),
+                (t, false) => local(Some(t)),
+            },
+            (4, Some(b'/')) => local(nginx_error(b)),
             (1 | 2, Some(b'/')) => httpdate(b),
             _ => None,
         }
@@ -37,9 +109,9 @@ pub(crate) fn parse(text: &str, received_at: Timestamp) -> Option<Timestamp> {
         let mut c = Cursor(b, 0);
         let word = c.word()?;
         if let Some(month) = month(word) {
-            syslog(&mut c, month, received_at)
+            local(syslog(&mut c, month, received_at))
         } else if is_weekday(word) {
-            apache_error(&mut c)
+            local(apache_error(&mut c))
         } else {
             None
         }
@@ -84,8 +156,8 @@ fn syslog(c: &mut Cursor<'_>, month: u32, received_at: Timestamp) -> Option<Time
     }
 }
 
-/// `YYYY-MM-DD[T ]HH:MM[:SS[.frac]][zone]`.
-fn iso8601(b: &[u8]) -> Option<Timestamp> {
+/// `YYYY-MM-DD[T ]HH:MM[:SS[.frac]][zone]`, and whether it had a zone.
+fn iso8601(b: &[u8]) -> Option<(Timestamp, bool)> {
     let mut c = Cursor(b, 0);
     let y = c.num(4, 4)?;
     c.lit(b'-')?;
@@ -94,7 +166,7 @@ fn iso8601(b: &[u8]) -> Option<Timestamp> {
     let d = c.num(1, 2)?;
     match c.peek() {
         Some(b'T' | b't' | b' ') => c.1 += 1,
-        None => return Some(Timestamp(day_ms(y as i64, mo, d)?)),
+        None => return Some((Timestamp(day_ms(y as i64, mo, d)?), false)),
         _ => return None,
     }
     let h = c.num(1, 2)?;
@@ -107,8 +179,9 @@ fn iso8601(b: &[u8]) -> Option<Timestamp> {
     } else {
         (0, 0)
     };
+    let has_zone = !matches!(c.peek(), None | Some(b' '));
     let offset = c.zone()?;
-    Some(Timestamp(day_ms(y as i64, mo, d)? + clock_ms(h, mi, s, ms)? - offset))
+    Some((Timestamp(day_ms(y as i64, mo, d)? + clock_ms(h, mi, s, ms)? - offset), has_zone))
 }
 
 /// `DD/Mon/YYYY:HH:MM:SS +zzzz`.
@@ -376,6 +449,25 @@ mod tests {
         assert_eq!(iso(parse("Sat Jun 01 02:17:42.391337 2013", RECV)), "2013-06-01T02:17:42.391Z");
         assert_eq!(iso(parse("Sat Jun 01 11:23:08 2013", RECV)), "2013-06-01T11:23:08.000Z");
         assert_eq!(iso(parse("2026/11/25 06:00:17", RECV)), "2026-11-25T06:00:17.000Z");
+    }
+
+    #[test]
+    fn zone_less_stamps_are_read_in_the_host_zone() {
+        // A fixed cache entry stands for a host at UTC+2 during that hour of log time.
+        let local_ms = 1_764_669_600_000i64; // 2025-12-02 10:00 on the local clock
+        let hour = local_ms.div_euclid(3_600_000) as u64 & 0xffff_ffff;
+        let zone = Zone::Host(std::sync::atomic::AtomicU64::new((hour << 32) | 7200));
+        let received = Timestamp(local_ms);
+        let at = |text: &str| parse_in(text, received, &zone).map(|t| t.0);
+        let two_hours = 2 * 3_600_000;
+        assert_eq!(at("Dec  2 10:00:00"), Some(local_ms - two_hours), "syslog");
+        assert_eq!(at("2025-12-02T10:00:00"), Some(local_ms - two_hours), "ISO without a zone");
+        assert_eq!(at("2025/12/02 10:00:00"), Some(local_ms - two_hours), "nginx error log");
+        assert_eq!(at("Tue Dec 02 10:00:00 2025"), Some(local_ms - two_hours), "Apache error log");
+        assert_eq!(at("2025-12-02T10:00:00Z"), Some(local_ms), "an explicit zone wins");
+        assert_eq!(at("2025-12-02T10:00:00+02:00"), Some(local_ms - two_hours));
+        assert_eq!(at("02/Dec/2025:10:00:00 +0000"), Some(local_ms), "access logs carry their offset");
+        assert_eq!(parse_in("Dec  2 10:00:00", received, &Zone::Utc).map(|t| t.0), Some(local_ms));
     }
 
     #[test]
