@@ -304,18 +304,32 @@ pub async fn render(s: &Sources) -> String {
 
     // Decisions.
     {
+        // Counted in pages, letting go of the read lock between them, so a scrape of a
+        // node holding a million decisions never holds up the decision engine.
+        const PAGE: usize = 10_000;
         let now = crate::run::wall_clock();
-        let mut active: BTreeMap<(String, String, String), u64> = BTreeMap::new();
-        let book = s.book.read();
-        for d in book.iter_active().filter(|d| d.is_active(now)) {
-            *active
-                .entry((
-                    d.origin.as_str().to_owned(),
-                    d.kind.as_str().to_owned(),
-                    d.scope.as_str().to_owned(),
-                ))
-                .or_default() += 1;
+        let mut active: Vec<((String, String, String), u64)> = Vec::new();
+        let mut after = 0;
+        loop {
+            let book = s.book.read();
+            let mut last = None;
+            for d in book.after_id(after).take(PAGE) {
+                last = Some(d.id);
+                if !d.is_active(now) {
+                    continue;
+                }
+                let (o, k, sc) = (d.origin.as_str(), d.kind.as_str(), d.scope.as_str());
+                match active.iter_mut().find(|((a, b, c), _)| a == o && b == k && c == sc) {
+                    Some((_, n)) => *n += 1,
+                    None => active.push(((o.to_owned(), k.to_owned(), sc.to_owned()), 1)),
+                }
+            }
+            match last {
+                Some(id) => after = id,
+                None => break,
+            }
         }
+        active.sort();
         e.family("palisade_decisions_active", "gauge", "Active decisions, by origin, type and scope.");
         for ((origin, kind, scope), n) in &active {
             e.sample(
@@ -329,7 +343,7 @@ pub async fn render(s: &Sources) -> String {
             "gauge",
             "Ended decisions kept to tell bouncers about them.",
         );
-        e.sample("palisade_decisions_ended_kept", &[], book.ended_len() as f64);
+        e.sample("palisade_decisions_ended_kept", &[], s.book.read().ended_len() as f64);
     }
 
     // Local API and bouncers.
