@@ -104,7 +104,19 @@ fn wait_until(what: &str, timeout: Duration, mut pred: impl FnMut() -> bool) {
     }
 }
 
-fn start_in(dir: &NodeDir, ns: &Netns) -> Child {
+/// A node running in a namespace, killed if the test ends without stopping it.
+struct NsNode(Option<Child>);
+
+impl Drop for NsNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_in(dir: &NodeDir, ns: &Netns) -> NsNode {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path("node.log")).unwrap();
     let child = ns
         .cmd(bin().to_str().unwrap())
@@ -116,15 +128,17 @@ fn start_in(dir: &NodeDir, ns: &Netns) -> Child {
         .stderr(log)
         .spawn()
         .unwrap();
+    let node = NsNode(Some(child));
     let sock = dir.path("data").join("admin.sock");
     wait_until("the node to start", Duration::from_secs(30), || {
         std::fs::read_to_string(dir.path("node.log")).unwrap_or_default().contains("palisade node started")
             && std::os::unix::net::UnixStream::connect(&sock).is_ok()
     });
-    child
+    node
 }
 
-fn stop(mut child: Child) {
+fn stop(mut node: NsNode) {
+    let Some(mut child) = node.0.take() else { return };
     run("kill", &["-TERM", &child.id().to_string()]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
