@@ -83,19 +83,10 @@ start_node
 ips "$N_LOOKUP" > "$WORK/lookup.txt"
 "$BIN" --config "$WORK/config.toml" decisions import "$WORK/lookup.txt" --duration 24h > /dev/null
 KEY=$("$BIN" --config "$WORK/config.toml" bouncers add bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
-cat > "$WORK/lookup.lua" <<LUA
--- Random addresses in 11.0.0.0 + 0..2N*7: about half are banned.
-math.randomseed(os.time())
-request = function()
-  local v = (11 * 16777216) + math.random(0, $N_LOOKUP * 2) * 7
-  local ip = string.format("%d.%d.%d.%d", math.floor(v / 16777216), math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256)
-  return wrk.format("GET", "/v1/decisions?ip=" .. ip, {["X-Api-Key"] = "$KEY"})
-end
-LUA
-echo "### Live lookups: GET /v1/decisions?ip=... with $N_LOOKUP active decisions (wrk -t2 -c64 -d10s)"
+echo "### Live lookups: GET /v1/decisions?ip=... with $N_LOOKUP active decisions (wrk -t2 -c64 -d10s, bench/lookup.lua)"
 echo
 echo '```'
-wrk -t2 -c64 -d10s --latency -s "$WORK/lookup.lua" "http://127.0.0.1:$PORT" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx"
+KEY=$KEY N=$N_LOOKUP wrk -t2 -c64 -d10s --latency -s "$HERE/lookup.lua" "http://127.0.0.1:$PORT" | grep -E "Requests/sec|Latency|50%|90%|99%|requests in|Non-2xx"
 echo '```'
 echo "node peak RSS: $(hwm_mb) MB"
 stop_node

@@ -7,6 +7,7 @@
 #
 #   bench/lapi_crowdsec.sh [N_STREAM] [N_LOOKUP]      defaults 1000000 100000
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 N_STREAM=${1:-1000000}
 N_LOOKUP=${2:-100000}
 command -v crowdsec >/dev/null || { echo "crowdsec missing: ../shared/bench/install_peers.sh" >&2; exit 1; }
@@ -48,16 +49,8 @@ echo "## CrowdSec $(crowdsec -version 2>&1 | sed -n 's/.*version: \(v[0-9.]*\).*
 csv 0 "$N_LOOKUP" > "$WORK/a.csv"
 t0=$(date +%s.%N); $CS decisions import -i "$WORK/a.csv" >/dev/null 2>&1; t1=$(date +%s.%N)
 echo; echo "import of $N_LOOKUP: $(python3 -c "print(round($t1 - $t0, 1))") s"
-cat > "$WORK/lookup.lua" <<LUA
-math.randomseed(os.time())
-request = function()
-  local v = (11 * 16777216) + math.random(0, $N_LOOKUP * 2) * 7
-  local ip = string.format("%d.%d.%d.%d", math.floor(v / 16777216), math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256)
-  return wrk.format("GET", "/v1/decisions?ip=" .. ip, {["X-Api-Key"] = "$KEY"})
-end
-LUA
-echo; echo "### Live lookups with $N_LOOKUP active decisions (wrk -t2 -c64 -d10s)"; echo '```'
-wrk -t2 -c64 -d10s --latency -s "$WORK/lookup.lua" http://127.0.0.1:28080 | grep -E "Requests/sec|50%|90%|99%|requests in"
+echo; echo "### Live lookups with $N_LOOKUP active decisions (wrk -t2 -c64 -d10s, bench/lookup.lua)"; echo '```'
+KEY=$KEY N=$N_LOOKUP wrk -t2 -c64 -d10s --latency -s "$HERE/lookup.lua" http://127.0.0.1:28080 | grep -E "Requests/sec|50%|90%|99%|requests in"
 echo '```'
 csv "$N_LOOKUP" "$N_STREAM" > "$WORK/b.csv"
 t0=$(date +%s.%N); $CS decisions import -i "$WORK/b.csv" >/dev/null 2>&1; t1=$(date +%s.%N)

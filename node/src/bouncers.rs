@@ -20,6 +20,8 @@ use crate::store::{RocksStore, CF_BOUNCERS};
 const MAX_INSTANCES: usize = 64;
 /// Longest bouncer name.
 const MAX_NAME: usize = 128;
+/// Bytes of a User-Agent kept.
+const MAX_USER_AGENT: usize = 256;
 
 /// Where a bouncer instance's stream left off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Encode, Decode, Serialize, Deserialize)]
@@ -161,6 +163,22 @@ impl Registry {
         now: Timestamp,
     ) -> Option<(String, Option<StreamCursor>)> {
         let hash = hash_key(key);
+        let mut end = user_agent.len().min(MAX_USER_AGENT);
+        while !user_agent.is_char_boundary(end) {
+            end -= 1;
+        }
+        let user_agent = &user_agent[..end];
+        // Most requests change nothing worth a write lock (last_seen is kept to the
+        // second): answer them under the read lock, so concurrent lookups do not queue.
+        {
+            let map = self.by_hash.read().unwrap_or_else(PoisonError::into_inner);
+            let b = map.get(&hash)?;
+            if let Some(i) = b.instances.get(address) {
+                if i.user_agent == user_agent && now.since(i.last_seen) < std::time::Duration::from_secs(1) {
+                    return Some((b.name.clone(), i.cursor));
+                }
+            }
+        }
         let mut map = self.by_hash.write().unwrap_or_else(PoisonError::into_inner);
         let b = map.get_mut(&hash)?;
         if !b.instances.contains_key(address) && b.instances.len() >= MAX_INSTANCES {
@@ -178,7 +196,7 @@ impl Registry {
         });
         instance.last_seen = now;
         if instance.user_agent != user_agent {
-            instance.user_agent = user_agent.chars().take(256).collect();
+            instance.user_agent = user_agent.to_owned();
         }
         Some((b.name.clone(), instance.cursor))
     }

@@ -213,11 +213,6 @@ impl DecisionBook {
         self.by_id.values().filter(|d| self.expiring.contains(&(d.until, d.id)))
     }
 
-    /// Tombstones that ended in `(since, upto]`, by end time.
-    pub fn ended_between(&self, since: Timestamp, upto: Timestamp) -> impl Iterator<Item = &Decision> {
-        self.ended.range((since, u64::MAX)..=(upto, u64::MAX)).filter_map(|(_, id)| self.by_id.get(*id))
-    }
-
     /// Decisions (active or ended) with ids above `after`, by id.
     pub fn after_id(&self, after: u64) -> impl Iterator<Item = &Decision> {
         let from = after.checked_add(1);

@@ -166,7 +166,7 @@ fn delete_ends_now_and_keeps_a_tombstone() {
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].until, t(50));
     assert_eq!(e.book().active_len(), 1);
-    assert_eq!(e.book().ended_between(t(0), t(100)).count(), 1);
+    assert_eq!(e.book().ending_after((t(0), 0), t(100)).count(), 1);
     let by_ip = DecisionFilter { ip: Some("198.51.100.2".parse().unwrap()), ..Default::default() };
     assert_eq!(e.select(&by_ip).len(), 1);
 }
