@@ -87,6 +87,8 @@ pub struct PipelineSnapshot {
     pub scenarios: Vec<crate::scenario::ScenarioStats>,
     /// Buckets alive.
     pub live_buckets: usize,
+    /// The on-sight check.
+    pub watch: crate::watchlist::WatchStats,
 }
 
 /// Ask for the counters.
@@ -102,7 +104,21 @@ impl Handler<GetStats> for ScenarioActor {
             pipeline: self.pipeline.stats().clone(),
             scenarios: self.pipeline.bucket_stats().to_vec(),
             live_buckets: self.pipeline.live_buckets(),
+            watch: self.pipeline.watch_stats(),
         })
+    }
+}
+
+/// Flag addresses by hash for the on-sight check.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Watch(pub Vec<crate::watchlist::Flag>);
+
+impl Handler<Watch> for ScenarioActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Watch, _: &mut Self::Context) {
+        self.pipeline.watch(msg.0);
     }
 }
 
@@ -132,6 +148,46 @@ impl Handler<SignOverflows> for ReputationActor {
 
     fn handle(&mut self, msg: SignOverflows, _: &mut Self::Context) -> Self::Result {
         MessageResult(msg.0.iter().filter_map(|o| self.reputation.on_overflow(o)).collect())
+    }
+}
+
+/// Verified signals of other fleet members, received at the given time.
+#[derive(Debug, Message)]
+#[rtype(result = "crate::reputation::FleetOutcome")]
+pub struct FleetSignals(pub Vec<SignedSignal>, pub Timestamp);
+
+impl Handler<FleetSignals> for ReputationActor {
+    type Result = MessageResult<FleetSignals>;
+
+    fn handle(&mut self, msg: FleetSignals, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.reputation.on_fleet_signals(&msg.0, msg.1))
+    }
+}
+
+/// Hash and seal with this secret from now on (the fleet's after joining, the node's
+/// own after leaving).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetSecret(pub [u8; 32]);
+
+impl Handler<SetSecret> for ReputationActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetSecret, _: &mut Self::Context) {
+        self.reputation.set_secret(msg.0);
+    }
+}
+
+/// The fleet counters and the last sequence number used.
+#[derive(Debug, Message)]
+#[rtype(result = "(crate::reputation::FleetStats, u64)")]
+pub struct GetFleetStats;
+
+impl Handler<GetFleetStats> for ReputationActor {
+    type Result = MessageResult<GetFleetStats>;
+
+    fn handle(&mut self, _: GetFleetStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult((self.reputation.fleet_stats(), self.reputation.last_seq()))
     }
 }
 
@@ -237,7 +293,7 @@ impl Handler<ApplyOverflows> for DecisionActor {
 fn log_verdict(o: &Overflow, v: &Verdict) {
     match v {
         Verdict::Created(d) | Verdict::Extended { decision: d, .. } => tracing::info!(
-            scenario = %o.scenario, value = %d.value, events = o.events_count,
+            scenario = %o.scenario, value = %d.value, events = o.events_count, origin = %d.origin.as_str(),
             until = d.until.as_secs(), kind = %d.kind, "decision"
         ),
         Verdict::Allowlisted(net) => {
@@ -248,22 +304,17 @@ fn log_verdict(o: &Overflow, v: &Verdict) {
 }
 
 /// An overflow detected elsewhere (an alert pushed by a CrowdSec log processor): the
-/// profiles apply as to the node's own, with `origin` on the decision.
+/// profiles apply as to the node's own, with the overflow's origin on the decision.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Verdict, StoreError>")]
-pub struct ApplyForeignOverflow {
-    /// The overflow.
-    pub overflow: Overflow,
-    /// Who detected it.
-    pub origin: palisade_proto::Origin,
-}
+pub struct ApplyForeignOverflow(pub Overflow);
 
 impl Handler<ApplyForeignOverflow> for DecisionActor {
     type Result = Result<Verdict, StoreError>;
 
     fn handle(&mut self, msg: ApplyForeignOverflow, _: &mut Self::Context) -> Self::Result {
-        let verdict = self.engine.on_overflow_from(&msg.overflow, msg.origin, (self.clock)());
-        log_verdict(&msg.overflow, &verdict);
+        let verdict = self.engine.on_overflow(&msg.0, (self.clock)());
+        log_verdict(&msg.0, &verdict);
         self.persist(Commit::default())?;
         Ok(verdict)
     }

@@ -1,6 +1,6 @@
 //! The values that flow between the actors: raw lines, parsed events, overflows.
 
-use palisade_proto::{DecisionType, Scope, Timestamp};
+use palisade_proto::{DecisionType, Origin, Scope, Timestamp};
 use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -317,6 +317,10 @@ pub struct Overflow {
     pub confidence: u8,
     /// The scenario's labels (`service`, `behavior`, `label`, `classification`...).
     pub labels: Arc<BTreeMap<String, String>>,
+    /// Who detected it: `palisade` for this node's scenarios, `fleet` or `community`
+    /// for the on-sight check of an address a peer or the central tier flagged. Only
+    /// this node's own detections become signals.
+    pub origin: Origin,
 }
 
 #[cfg(test)]
@@ -334,6 +338,7 @@ impl Overflow {
             remediation: Some(Remediation { kind: DecisionType::Ban, duration: None }),
             confidence: 3,
             labels: Arc::new(BTreeMap::new()),
+            origin: Origin::Palisade,
         }
     }
 }

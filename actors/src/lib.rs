@@ -27,3 +27,4 @@ pub mod decision;
 pub mod pipeline;
 pub mod reputation;
 pub mod store;
+pub mod watchlist;

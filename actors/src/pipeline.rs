@@ -9,6 +9,10 @@ use std::sync::Arc;
 use crate::event::{Fields, Overflow, RawLine};
 use crate::parser::Parsers;
 use crate::scenario::{Buckets, Scenarios};
+use crate::watchlist::{Flag, WatchStats, Watchlist};
+
+/// Flags the on-sight check holds at most unless told otherwise.
+pub const DEFAULT_WATCH_MAX: usize = 1_000_000;
 
 /// Counters of what the pipeline saw.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -34,6 +38,8 @@ pub struct Pipeline {
     /// The field maps of the last event, kept for their buffers: the next line is
     /// parsed into them instead of allocating new ones.
     spare: (Fields, Fields),
+    /// Addresses flagged by hash by the fleet or the community.
+    watch: Watchlist,
 }
 
 impl Pipeline {
@@ -45,7 +51,24 @@ impl Pipeline {
             stats: PipelineStats::default(),
             newest: None,
             spare: (Fields::new(), Fields::new()),
+            watch: Watchlist::new(DEFAULT_WATCH_MAX),
         }
+    }
+
+    /// Bounds the on-sight check to `max` flags.
+    pub fn with_watch_max(mut self, max: usize) -> Self {
+        self.watch = Watchlist::new(max);
+        self
+    }
+
+    /// Flags addresses by hash: the first event from one of them overflows at once.
+    pub fn watch(&mut self, flags: Vec<Flag>) {
+        self.watch.add(flags);
+    }
+
+    /// The on-sight check's counters.
+    pub fn watch_stats(&self) -> WatchStats {
+        self.watch.stats()
     }
 
     /// Parses one line and pours it; appends overflows to `out`.
@@ -66,6 +89,13 @@ impl Pipeline {
                     }
                 }
                 let before = out.len();
+                if !self.watch.is_empty() {
+                    if let Some(ip) = event.source_ip() {
+                        if let Some(flag) = self.watch.check(ip) {
+                            out.push(Watchlist::overflow(&flag, ip, event.time));
+                        }
+                    }
+                }
                 self.buckets.pour(&event, out);
                 self.count_overflows(&out[before..]);
                 self.spare = (event.meta, event.parsed);
@@ -94,10 +124,11 @@ impl Pipeline {
             None => wall,
         };
         self.advance(now, out);
+        self.watch.prune(wall);
     }
 
     fn count_overflows(&mut self, new: &[Overflow]) {
-        for o in new {
+        for o in new.iter().filter(|o| o.origin == palisade_proto::Origin::Palisade) {
             *self.stats.overflows.entry(o.scenario.clone()).or_default() += 1;
         }
     }

@@ -303,6 +303,17 @@ impl Peer {
     }
 }
 
+/// What this node exchanged with one peer, kept across reconnections (for operators).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PeerTraffic {
+    /// When the peer last sent anything.
+    pub last_heard: Option<Timestamp>,
+    /// Signals sent to the peer (push and repair).
+    pub signals_out: u64,
+    /// New signals accepted from the peer.
+    pub signals_in: u64,
+}
+
 /// A range request waiting for its answer.
 #[derive(Debug, Clone, Copy)]
 struct Outstanding {
@@ -332,6 +343,7 @@ pub struct Engine {
     /// Penalty points of disconnected peers (points, as of when).
     penalties: BTreeMap<NodeId, (f64, Timestamp)>,
     outstanding: BTreeMap<NodeId, Outstanding>,
+    traffic: BTreeMap<NodeId, PeerTraffic>,
     revocations: RevocationList,
     next_digest_at: Timestamp,
     stats: EngineStats,
@@ -376,6 +388,7 @@ impl Engine {
             banned: BTreeMap::new(),
             penalties: BTreeMap::new(),
             outstanding: BTreeMap::new(),
+            traffic: BTreeMap::new(),
             revocations,
             next_digest_at: now,
             stats: EngineStats::default(),
@@ -420,6 +433,11 @@ impl Engine {
         self.peers.keys()
     }
 
+    /// What this node exchanged with `peer` since it started.
+    pub fn traffic(&self, peer: &NodeId) -> PeerTraffic {
+        self.traffic.get(peer).copied().unwrap_or_default()
+    }
+
     /// Whether `peer` is currently refused, and until when.
     pub fn banned_until(&self, peer: &NodeId, now: Timestamp) -> Option<Timestamp> {
         self.banned.get(peer).copied().filter(|until| *until > now)
@@ -451,6 +469,7 @@ impl Engine {
             }
             InEvent::Received { from, bytes } => {
                 self.stats.messages_in += 1;
+                self.traffic.entry(from).or_default().last_heard = Some(now);
                 self.stats.bytes_in += bytes.len() as u64;
                 if self.refuse_input(from, now, &mut out) {
                     return out;
@@ -648,15 +667,14 @@ impl Engine {
         out: &mut Vec<OutEvent>,
     ) {
         let me = self.me;
-        let next_seq = self.next_seq;
         let log = self.logs.entry(me).or_default();
-        // Only signals this engine numbered: own origin, a number it handed out, new.
-        let signed: Vec<SignedSignal> = signed
-            .into_iter()
-            .filter(|s| s.signal.origin == me && s.signal.seq < next_seq && !log.holds(s.signal.seq))
-            .collect();
+        // Own signals not held yet: numbered here, or by the node itself (which keeps
+        // its own gap-free numbering and outbox); numbers move past the highest seen.
+        let signed: Vec<SignedSignal> =
+            signed.into_iter().filter(|s| s.signal.origin == me && !log.holds(s.signal.seq)).collect();
         for s in &signed {
             log.held.insert(s.signal.seq, s.clone());
+            self.next_seq = self.next_seq.max(s.signal.seq + 1);
         }
         log.advance();
         self.stats.signals_published += signed.len() as u64;
@@ -689,6 +707,7 @@ impl Engine {
                 .collect();
             for chunk in chunks(wanted) {
                 self.stats.signals_pushed += chunk.len() as u64;
+                self.traffic.entry(to).or_default().signals_out += chunk.len() as u64;
                 self.stats.messages_out += 1;
                 out.push(OutEvent::Send { to, message: Message::Signals(chunk) });
             }
@@ -820,6 +839,7 @@ impl Engine {
             self.penalize(from, PENALTY_SEVERE * severe as f64, now, "forged signals", out);
         }
         self.stats.signals_accepted += accepted.len() as u64;
+        self.traffic.entry(from).or_default().signals_in += accepted.len() as u64;
         // The sender obviously has them: remember so we do not push them back.
         if let Some(peer) = self.peers.get_mut(&from) {
             for s in &accepted {
@@ -940,6 +960,7 @@ impl Engine {
     fn send_repair(&mut self, to: NodeId, repair: Vec<SignedSignal>, out: &mut Vec<OutEvent>) {
         for chunk in chunks(repair) {
             self.stats.repair_signals_sent += chunk.len() as u64;
+            self.traffic.entry(to).or_default().signals_out += chunk.len() as u64;
             self.stats.messages_out += 1;
             out.push(OutEvent::Send { to, message: Message::Signals(chunk) });
         }

@@ -56,9 +56,10 @@ pub mod tls;
 
 pub use admission::{FleetKeys, Membership};
 pub use config::GossipConfig;
-pub use engine::{ConfigError, Engine, EngineConfig, InEvent, OutEvent};
+pub use engine::{ConfigError, Engine, EngineConfig, InEvent, OutEvent, PeerTraffic};
 #[cfg(feature = "net")]
 pub use net::{
-    join, start, start_admin, Gossip, GossipHandle, GossipStats, JoinError, NetError, NetStats, PeerState,
+    join, join_via, start, start_admin, Gossip, GossipHandle, GossipStats, JoinError, NetError, NetStats,
+    PeerState,
 };
 pub use stats::EngineStats;

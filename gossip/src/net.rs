@@ -107,8 +107,8 @@ pub enum JoinError {
     /// The token itself is expired, tampered or not yet valid.
     #[error("join token refused: {0}")]
     Token(AdmissionError),
-    /// The token's peer address does not resolve.
-    #[error("cannot resolve the peer address {peer:?} in the join token: {reason}")]
+    /// The peer address does not resolve.
+    #[error("cannot resolve the peer address {peer:?}: {reason}")]
     Resolve {
         /// The address in the token.
         peer: String,
@@ -235,6 +235,8 @@ pub struct PeerState {
     pub version: Option<String>,
     /// Its per-origin high-water marks, as published in chitchat.
     pub marks: BTreeMap<NodeId, u64>,
+    /// When it was last heard from and the signals exchanged with it.
+    pub traffic: crate::engine::PeerTraffic,
 }
 
 /// What the node must persist to restart gossip where it left off.
@@ -248,6 +250,7 @@ pub struct Persistent {
 
 enum Command {
     Publish(Vec<Signal>),
+    PublishSigned(Vec<SignedSignal>),
     Persistent(oneshot::Sender<Persistent>),
     Stats(oneshot::Sender<GossipStats>),
     Peers(oneshot::Sender<Vec<PeerState>>),
@@ -285,6 +288,14 @@ impl GossipHandle {
     /// node key and spread. Waits while the endpoint is busy (backpressure).
     pub async fn publish(&self, signals: Vec<Signal>) -> Result<(), NetError> {
         self.commands.send(Command::Publish(signals)).await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Hands the node's own signals, already numbered (gap-free, continuing its
+    /// numbering) and signed by the node, to gossip to spread. A node that keeps its own
+    /// outbox uses this instead of [`GossipHandle::publish`], and on restart hands back
+    /// the signals it still holds so that peers can repair from it.
+    pub async fn publish_signed(&self, signals: Vec<SignedSignal>) -> Result<(), NetError> {
+        self.commands.send(Command::PublishSigned(signals)).await.map_err(|_| NetError::Stopped)
     }
 
     /// Current counters.
@@ -672,6 +683,7 @@ impl Driver {
 
     async fn on_command(&mut self, command: Command) {
         match command {
+            Command::PublishSigned(signed) => self.step(InEvent::PublishSigned(signed)).await,
             Command::Publish(signals) => {
                 let numbered = self.engine.number_own(signals);
                 if numbered.is_empty() {
@@ -983,6 +995,7 @@ impl Driver {
                                 ready: state.get(KEY_READY) == Some("true"),
                                 version: state.get(KEY_VERSION).map(str::to_owned),
                                 marks,
+                                traffic: Default::default(),
                             },
                         ))
                     })
@@ -999,8 +1012,12 @@ impl Driver {
                 ready: false,
                 version: None,
                 marks: BTreeMap::new(),
+                traffic: Default::default(),
             });
             state.connected = true;
+        }
+        for state in states.values_mut() {
+            state.traffic = self.engine.traffic(&state.node);
         }
         states.into_values().collect()
     }
@@ -1215,15 +1232,26 @@ async fn answer_join(conn: &Connection, peer: &NodeId, request: JoinRequest, con
 /// token, and returns the membership (certificate + fleet secret) and the fleet's
 /// revocation list. The member must be the one holding the admin key ([`start_admin`]).
 pub async fn join(token: &JoinToken, key: &NodeKey) -> Result<(Membership, RevocationList), JoinError> {
+    join_via(token, key, &token.peer).await
+}
+
+/// Like [`join`], dialling `via` (`host:port`) instead of the address in the token: the
+/// same admin node seen from this node's network (a NAT, another interface).
+pub async fn join_via(
+    token: &JoinToken,
+    key: &NodeKey,
+    via: &str,
+) -> Result<(Membership, RevocationList), JoinError> {
     let skew = crate::engine::EngineConfig::default().max_clock_skew;
     // The token is signed by the fleet it names; checking it here gives a plain error
     // for an expired or damaged token before any network traffic.
     token.verify(&token.fleet, wall_clock(), skew).map_err(JoinError::Token)?;
-    let peer = tokio::net::lookup_host(token.peer.as_str())
+    let resolve = |reason: String| JoinError::Resolve { peer: via.to_owned(), reason };
+    let peer = tokio::net::lookup_host(via)
         .await
-        .map_err(|e| JoinError::Resolve { peer: token.peer.clone(), reason: e.to_string() })?
+        .map_err(|e| resolve(e.to_string()))?
         .next()
-        .ok_or_else(|| JoinError::Resolve { peer: token.peer.clone(), reason: "no address".into() })?;
+        .ok_or_else(|| resolve("no address".into()))?;
     let connect_err = |reason: String| JoinError::Connect { peer, reason };
     let (_, client) = tls::quic_crypto(key, RevokedSet::default())?;
     let bind: SocketAddr =

@@ -54,6 +54,8 @@ pub enum Request {
     ValidateMachine { name: String },
     /// Remove a machine.
     DeleteMachine { name: String },
+    /// Fleet membership (running node only).
+    Fleet(crate::fleet::FleetRequest),
 }
 
 /// What the node answers.
@@ -69,6 +71,8 @@ pub enum Response {
     Bouncers(Vec<Bouncer>),
     /// Machines.
     Machines(Vec<Machine>),
+    /// A fleet answer.
+    Fleet(crate::fleet::FleetReply),
     /// Done, nothing to report.
     Done,
 }
@@ -134,6 +138,7 @@ enum WireRequest {
     ListMachines,
     ValidateMachine { name: String },
     DeleteMachine { name: String },
+    Fleet { request: crate::fleet::FleetRequest },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -144,6 +149,7 @@ enum WireResponse {
     Imported { made: usize, refused: Vec<String> },
     Bouncers(Vec<Bouncer>),
     Machines(Vec<Machine>),
+    Fleet(crate::fleet::FleetReply),
     Done,
     Error(String),
 }
@@ -215,6 +221,7 @@ fn to_wire(request: &Request) -> WireRequest {
         Request::ListMachines => WireRequest::ListMachines,
         Request::ValidateMachine { name } => WireRequest::ValidateMachine { name: name.clone() },
         Request::DeleteMachine { name } => WireRequest::DeleteMachine { name: name.clone() },
+        Request::Fleet(request) => WireRequest::Fleet { request: request.clone() },
     }
 }
 
@@ -237,6 +244,7 @@ fn from_wire(request: WireRequest) -> Result<Request> {
         WireRequest::ListMachines => Request::ListMachines,
         WireRequest::ValidateMachine { name } => Request::ValidateMachine { name },
         WireRequest::DeleteMachine { name } => Request::DeleteMachine { name },
+        WireRequest::Fleet { request } => Request::Fleet(request),
     })
 }
 
@@ -250,6 +258,12 @@ pub fn call(config: &NodeConfig, request: Request) -> Result<Response> {
         Err(e)
             if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
         {
+            if matches!(request, Request::Fleet(_)) {
+                bail!(
+                    "no node is running at {} (fleet commands act on the running node: start it with `palisade run`)",
+                    socket.display()
+                );
+            }
             call_offline(config, request)
         }
         Err(e) => Err(anyhow!("connecting to the node's admin socket {}: {e}", socket.display())),
@@ -271,6 +285,7 @@ fn call_socket(mut stream: UnixStream, request: &Request) -> Result<Response> {
         WireResponse::Imported { made, refused } => Ok(Response::Imported { made, refused }),
         WireResponse::Bouncers(b) => Ok(Response::Bouncers(b)),
         WireResponse::Machines(m) => Ok(Response::Machines(m)),
+        WireResponse::Fleet(f) => Ok(Response::Fleet(f)),
         WireResponse::Done => Ok(Response::Done),
         WireResponse::Error(e) => bail!("{e}"),
     }
@@ -358,6 +373,8 @@ pub struct Node {
     pub bouncers: Arc<Registry>,
     /// The machines.
     pub machines: Arc<crate::machines::Registry>,
+    /// The fleet layer.
+    pub fleet: Arc<crate::fleet::Fleet>,
 }
 
 /// Binds the admin socket (replacing a stale one) with mode 0600.
@@ -386,7 +403,7 @@ pub async fn serve(listener: tokio::net::UnixListener, node: Node) {
         let node = node.clone();
         actix::spawn(async move {
             if let Err(e) = handle(stream, node).await {
-                tracing::debug!(error = %e, "admin request failed");
+                tracing::warn!(error = %e, "admin request failed");
             }
         });
     }
@@ -432,6 +449,10 @@ async fn answer(request: Request, node: &Node) -> WireResponse {
                 Err(e) => mailbox(e),
             }
         }
+        Request::Fleet(request) => match node.fleet.answer(request).await {
+            Ok(reply) => WireResponse::Fleet(reply),
+            Err(e) => WireResponse::Error(format!("{e:#}")),
+        },
         Request::Add(new) => match decisions.send(AddDecision(new)).await {
             Ok(Ok(Ok(verdict))) => verdict_to_wire(&verdict),
             Ok(Ok(Err(e))) => WireResponse::Error(e.to_string()),

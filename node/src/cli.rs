@@ -43,6 +43,12 @@ enum Command {
     /// Manage the machines (CrowdSec log processors, cscli) allowed to push alerts.
     #[command(subcommand)]
     Machines(MachinesCommand),
+    /// Create and administer a fleet (on the node that holds the fleet admin key).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+    /// This node's fleet membership: join, leave, peers.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Inspect the detection content.
     #[command(subcommand)]
     Hub(HubCommand),
@@ -208,6 +214,58 @@ impl FilterArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// Create a fleet administered by this node: makes the fleet admin key
+    /// (<data_dir>/fleet-admin.key, keep it safe) and starts gossip.
+    Init {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a join token for a new node (`palisade node join <this node> --token ...`).
+    Invite {
+        /// How long the token stays valid (e.g. 10m, 1h, 2d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member from the fleet, everywhere: its connections are refused.
+    Revoke {
+        /// The member's node id (see `palisade node peers`).
+        node: String,
+    },
+    /// This node's membership.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Join a fleet through a member, with a token from `palisade fleet invite`.
+    Join {
+        /// The member to contact, `host:port` of its gossip endpoint (the token names
+        /// the admin node's address; give it again or the address this node reaches it by).
+        peer: String,
+        /// The join token.
+        #[arg(long)]
+        token: String,
+    },
+    /// Leave the fleet: stop gossip and forget the membership.
+    Leave,
+    /// The fleet members this node knows: state, address, last heard, signals exchanged.
+    Peers {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BouncersCommand {
     /// Register a bouncer and print its API key (shown once; only its hash is kept).
     Add {
@@ -294,6 +352,8 @@ pub fn main() -> Result<ExitCode> {
         Command::Explain(args) => crate::replay::explain(&load()?, &args),
         Command::Decisions(cmd) => decisions(&load()?, cmd),
         Command::Bouncers(cmd) => bouncers(&load()?, cmd),
+        Command::Fleet(cmd) => fleet(&load()?, cmd),
+        Command::Node(cmd) => node(&load()?, cmd),
         Command::Machines(cmd) => machines(&load()?, cmd),
         Command::Hub(HubCommand::List { json }) => {
             let config = load()?;
@@ -319,6 +379,77 @@ pub fn main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn fleet_call(config: &NodeConfig, request: crate::fleet::FleetRequest) -> Result<crate::fleet::FleetReply> {
+    match admin::call(config, Request::Fleet(request))? {
+        Response::Fleet(reply) => Ok(reply),
+        _ => bail!("unexpected reply from the node"),
+    }
+}
+
+fn fleet(config: &NodeConfig, cmd: FleetCommand) -> Result<ExitCode> {
+    use crate::fleet::{FleetReply, FleetRequest};
+    let reply = match &cmd {
+        FleetCommand::Init { .. } => fleet_call(config, FleetRequest::Init)?,
+        FleetCommand::Invite { ttl, .. } => {
+            let ttl = palisade_proto::time::parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+            fleet_call(config, FleetRequest::Invite { ttl_secs: ttl.as_secs() })?
+        }
+        FleetCommand::Revoke { node } => fleet_call(config, FleetRequest::Revoke { node: node.clone() })?,
+        FleetCommand::Status { .. } => fleet_call(config, FleetRequest::Status)?,
+    };
+    let json = matches!(
+        cmd,
+        FleetCommand::Init { json: true }
+            | FleetCommand::Invite { json: true, .. }
+            | FleetCommand::Status { json: true }
+    );
+    if json {
+        println!("{}", serde_json::to_string(&reply)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match reply {
+        FleetReply::Initialized { fleet, node, address } => println!(
+            "fleet {fleet} created; this node ({node}) administers it and gossips on {address}.\n\
+             The admin key is in {}: back it up and keep it private.\n\
+             Invite a node with: palisade fleet invite --ttl 1h",
+            config.data_dir.join("fleet-admin.key").display()
+        ),
+        FleetReply::Token { token, expires_ms, peer } => println!(
+            "{token}\n\nValid until {}. On the new node run:\n\n    palisade node join {peer} --token {token}",
+            output::datetime(palisade_proto::Timestamp(expires_ms))
+        ),
+        FleetReply::Revoked { node, serial } => {
+            println!("node {node} revoked (revocation list {serial}); members are told now")
+        }
+        FleetReply::Status(s) => output::fleet_status(&s),
+        other => bail!("unexpected reply from the node: {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn node(config: &NodeConfig, cmd: NodeCommand) -> Result<ExitCode> {
+    use crate::fleet::{FleetReply, FleetRequest};
+    match cmd {
+        NodeCommand::Join { peer, token } => {
+            match fleet_call(config, FleetRequest::Join { peer, token })? {
+                FleetReply::Joined { fleet, peer } => {
+                    println!("joined fleet {fleet} through {peer}; this node now shares its signals with the fleet")
+                }
+                other => bail!("unexpected reply from the node: {other:?}"),
+            }
+        }
+        NodeCommand::Leave => match fleet_call(config, FleetRequest::Leave)? {
+            FleetReply::Left { fleet } => println!("left fleet {fleet}"),
+            other => bail!("unexpected reply from the node: {other:?}"),
+        },
+        NodeCommand::Peers { json } => match fleet_call(config, FleetRequest::Peers)? {
+            FleetReply::Peers { peers } => output::peers(&peers, json),
+            other => bail!("unexpected reply from the node: {other:?}"),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bouncers(config: &NodeConfig, cmd: BouncersCommand) -> Result<ExitCode> {

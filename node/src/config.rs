@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub metrics: crate::metrics::MetricsConfig,
     /// Built-in bouncers.
     pub bouncer: crate::nft::BouncerConfig,
+    /// Fleet gossip (used once the node is in a fleet).
+    pub gossip: palisade_gossip::GossipConfig,
 }
 
 impl Default for NodeConfig {
@@ -54,6 +56,7 @@ impl Default for NodeConfig {
             api: crate::lapi::ApiConfig::default(),
             metrics: crate::metrics::MetricsConfig::default(),
             bouncer: crate::nft::BouncerConfig::default(),
+            gossip: palisade_gossip::GossipConfig::default(),
         }
     }
 }
@@ -176,6 +179,7 @@ impl NodeConfig {
         self.api.validate()?;
         self.metrics.validate()?;
         self.bouncer.nftables.validate()?;
+        self.gossip.validate().map_err(|e| ConfigError::new(format!("gossip.{}", e.key), e.problem))?;
         Ok(())
     }
 

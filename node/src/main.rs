@@ -8,6 +8,7 @@ mod admin;
 mod bouncers;
 mod cli;
 mod config;
+mod fleet;
 mod hub;
 mod keys;
 mod lapi;

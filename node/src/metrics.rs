@@ -185,6 +185,8 @@ pub struct Sources {
     pub ingest: Vec<Arc<SourceStats>>,
     /// The scenario actor, asked for its counters at each scrape.
     pub scenario: actix::Addr<palisade_actors::actor::ScenarioActor>,
+    /// The fleet layer.
+    pub fleet: Arc<crate::fleet::Fleet>,
     /// When the node started (seconds since the epoch).
     pub started: f64,
 }
@@ -298,6 +300,26 @@ pub async fn render(s: &Sources) -> String {
             }
             e.family("palisade_buckets", "gauge", "Live buckets.");
             e.sample("palisade_buckets", &[], stats.live_buckets as f64);
+            let w = stats.watch;
+            e.family(
+                "palisade_onsight_watched",
+                "gauge",
+                "Addresses flagged by hash, waiting for their first event.",
+            );
+            e.sample("palisade_onsight_watched", &[], w.watched as f64);
+            counter(
+                &mut e,
+                "palisade_onsight_flags_total",
+                "Addresses flagged by hash, by outcome.",
+                &mut [
+                    ("added", w.flagged),
+                    ("refused_full", w.refused_full),
+                    ("hit", w.hits),
+                    ("lapsed", w.lapsed),
+                ]
+                .into_iter()
+                .map(|(k, v)| (vec![("outcome", k)], v)),
+            );
         }
         Err(err) => tracing::warn!(error = %err, "metrics: scenario actor unavailable"),
     }
@@ -400,8 +422,129 @@ pub async fn render(s: &Sources) -> String {
         m.nft_apply.write(&mut e, "palisade_nft_apply_duration_seconds", &[]);
     }
 
+    fleet(&mut e, &s.fleet).await;
     process(&mut e, s.started);
     e.finish()
+}
+
+/// The fleet: gossip endpoint, reputation policy, propagation delay.
+async fn fleet(e: &mut Exposition, fleet: &crate::fleet::Fleet) {
+    let snap = fleet.snapshot().await;
+    let series =
+        |e: &mut Exposition, name: &str, kind: &str, help: &str, label: &str, rows: &[(&str, u64)]| {
+            e.family(name, kind, help);
+            for (k, v) in rows {
+                e.sample(name, &[(label, k)], *v as f64);
+            }
+        };
+    e.family("palisade_fleet_member", "gauge", "1 when the node is in a fleet and its gossip endpoint runs.");
+    e.sample("palisade_fleet_member", &[], f64::from(u8::from(snap.member)));
+    let r = snap.reputation;
+    series(
+        e,
+        "palisade_fleet_signals_received_total",
+        "counter",
+        "Verified signals of other members, by what the fleet policy made of them.",
+        "outcome",
+        &[
+            ("ban", r.bans),
+            ("flag", r.flags),
+            ("unsealable", r.unsealable),
+            ("own", r.own),
+            ("pending_full", r.pending_full),
+        ],
+    );
+    e.family(
+        "palisade_fleet_pending_addresses",
+        "gauge",
+        "Addresses reported by fewer members than reputation.fleet_reporters.",
+    );
+    e.sample("palisade_fleet_pending_addresses", &[], r.pending as f64);
+    e.family(
+        "palisade_gossip_propagation_seconds",
+        "histogram",
+        "From a signal's observed time (its log line at the origin) to its arrival here.",
+    );
+    fleet.metrics().propagation.write(e, "palisade_gossip_propagation_seconds", &[]);
+    let Some(g) = snap.gossip else { return };
+    let (en, net) = (g.engine, g.net);
+    series(
+        e,
+        "palisade_gossip_peers",
+        "gauge",
+        "Fleet members, by state.",
+        "state",
+        &[("connected", g.peers_connected), ("alive", g.peers_alive)],
+    );
+    series(
+        e,
+        "palisade_gossip_messages_total",
+        "counter",
+        "Gossip messages, by direction.",
+        "direction",
+        &[("in", en.messages_in), ("out", en.messages_out)],
+    );
+    series(
+        e,
+        "palisade_gossip_bytes_total",
+        "counter",
+        "Gossip frame bytes, by direction.",
+        "direction",
+        &[("in", en.bytes_in), ("out", net.bytes_sent)],
+    );
+    series(
+        e,
+        "palisade_gossip_signals_total",
+        "counter",
+        "Signals, by event: published (own), accepted (new from peers), delivered (to the node), pushed, repaired (sent to fill a peer's gap), duplicate.",
+        "event",
+        &[
+            ("published", en.signals_published),
+            ("accepted", en.signals_accepted),
+            ("delivered", en.signals_delivered),
+            ("pushed", en.signals_pushed),
+            ("repaired", en.repair_signals_sent),
+            ("duplicate", en.duplicates),
+        ],
+    );
+    series(
+        e,
+        "palisade_gossip_rejected_total",
+        "counter",
+        "Input refused, by reason.",
+        "reason",
+        &[
+            ("forged", en.forged),
+            ("conflicting", en.conflicting),
+            ("malformed", en.malformed),
+            ("oversized", en.oversized),
+            ("wrong_fleet", en.wrong_fleet),
+            ("unknown_epoch", en.unknown_epoch),
+            ("clock_skew", en.clock_skew),
+            ("revoked_origin", en.revoked_origin),
+            ("pending_overflow", en.pending_overflow),
+            ("rate_limited", en.rate_limited),
+            ("queue_full", net.frames_dropped_queue_full),
+        ],
+    );
+    series(
+        e,
+        "palisade_gossip_handshakes_total",
+        "counter",
+        "QUIC connections, by admission result.",
+        "result",
+        &[("admitted", net.handshakes_admitted), ("refused", net.handshakes_refused)],
+    );
+    series(
+        e,
+        "palisade_gossip_joins_total",
+        "counter",
+        "Join requests answered, by result.",
+        "result",
+        &[("accepted", net.joins_accepted), ("refused", net.joins_refused)],
+    );
+    e.family("palisade_gossip_peers_disconnected_total", "counter", "Peers cut off for misbehaving.");
+    e.sample("palisade_gossip_peers_disconnected_total", &[], en.peers_disconnected as f64);
 }
 
 /// The standard `process_*` metrics, from /proc.

@@ -223,3 +223,59 @@ mod tests {
         assert_eq!(datetime(Timestamp(0)), "1970-01-01 00:00:00Z");
     }
 }
+
+/// `palisade node peers`.
+pub fn peers(rows: &[crate::fleet::PeerRow], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(rows).unwrap_or_default());
+        return;
+    }
+    let now = crate::run::wall_clock();
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|p| {
+            vec![
+                p.node.clone(),
+                p.state.clone(),
+                p.address.clone().unwrap_or_else(|| "-".into()),
+                p.last_heard_ms.map_or_else(
+                    || "never".into(),
+                    |ms| format!("{}s ago", now.since(Timestamp(ms)).as_secs()),
+                ),
+                p.signals_out.to_string(),
+                p.signals_in.to_string(),
+                p.version.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    if table_rows.is_empty() {
+        println!("no other members known yet");
+        return;
+    }
+    let _ = table(
+        &mut std::io::stdout(),
+        &["NODE", "STATE", "ADDRESS", "LAST HEARD", "SIGNALS OUT", "SIGNALS IN", "VERSION"],
+        &table_rows,
+    );
+}
+
+/// `palisade fleet status`.
+pub fn fleet_status(s: &crate::fleet::StatusRow) {
+    println!("node:               {}", s.node);
+    match &s.fleet {
+        None => println!("fleet:              none (palisade fleet init, or palisade node join)"),
+        Some(fleet) => {
+            println!(
+                "fleet:              {fleet}{}",
+                if s.admin { " (this node holds the admin key)" } else { "" }
+            );
+            println!("gossip address:     {}", s.address.as_deref().unwrap_or("-"));
+            if let Some(ms) = s.expires_ms {
+                println!("membership expires: {}", datetime(Timestamp(ms)));
+            }
+            println!("peers connected:    {}", s.peers_connected);
+            println!("signals published:  {}", s.signals_published);
+            println!("signals received:   {}", s.signals_received);
+        }
+    }
+}

@@ -132,7 +132,23 @@ pub fn run(config: NodeConfig) -> Result<()> {
             DecisionActor::new(engine, store_dyn, outbox_keep, wall_clock).notifying(changed_tx)
         });
         let reputation = ReputationActor::new(reputation).start();
-        let stages = Stages { scenario, reputation, decisions: decisions.clone() };
+        let (publisher, gossip) = watch::channel(None);
+        let fleet = crate::fleet::Fleet::start(
+            &config.data_dir,
+            key.clone(),
+            config.gossip.clone(),
+            config.reputation.epoch_hours,
+            secret,
+            crate::fleet::Actors {
+                reputation: reputation.clone(),
+                scenario: scenario.clone(),
+                decisions: decisions.clone(),
+            },
+            store.clone(),
+            publisher,
+        )
+        .await?;
+        let stages = Stages { scenario, reputation, decisions: decisions.clone(), gossip };
         let lapi = if config.api.enabled {
             let lapi = crate::lapi::Lapi {
                 book: book.clone(),
@@ -164,6 +180,7 @@ pub fn run(config: NodeConfig) -> Result<()> {
                 book: book.clone(),
                 ingest: ingest.stats().to_vec(),
                 scenario: stages.scenario.clone(),
+                fleet: fleet.clone(),
                 started: wall_clock().as_millis() as f64 / 1000.0,
             };
             let (addr, handle) = crate::metrics::start(&config.metrics, sources)?;
@@ -196,7 +213,7 @@ pub fn run(config: NodeConfig) -> Result<()> {
         actix::spawn(clock(stages.clone(), shutdown_rx.clone()));
         actix::spawn(crate::admin::serve(
             admin,
-            crate::admin::Node { decisions: decisions.clone(), bouncers, machines },
+            crate::admin::Node { decisions: decisions.clone(), bouncers, machines, fleet: fleet.clone() },
         ));
 
         stop.wait().await;
@@ -214,6 +231,7 @@ pub fn run(config: NodeConfig) -> Result<()> {
         ingest.join().await;
         // The sources dropped their senders: the bridge drains what is left and ends.
         let _ = bridge.await;
+        fleet.stop().await;
         let _ = std::fs::remove_file(&admin_listener_path);
         scenario_arbiter.stop();
         decision_arbiter.stop();
@@ -239,6 +257,8 @@ struct Stages {
     scenario: Addr<ScenarioActor>,
     reputation: Addr<ReputationActor>,
     decisions: Addr<DecisionActor>,
+    /// The fleet's gossip endpoint while the node is a member.
+    gossip: watch::Receiver<Option<palisade_gossip::GossipHandle>>,
 }
 
 impl Stages {
@@ -257,10 +277,21 @@ impl Stages {
         } else {
             self.reputation.send(SignOverflows(overflows.clone())).await?
         };
+        let gossip = self.gossip.borrow().clone();
+        let publish = match &gossip {
+            Some(_) if !signals.is_empty() => signals.clone(),
+            _ => Vec::new(),
+        };
         self.decisions
             .send(ApplyOverflows { overflows, signals, checkpoint })
             .await?
             .map_err(|e| anyhow!("{e}"))?;
+        // In the outbox now: a signal lost here is repaired from it after a restart.
+        if let (Some(handle), false) = (gossip, publish.is_empty()) {
+            if let Err(e) = handle.publish_signed(publish).await {
+                tracing::warn!(error = %e, "fleet gossip unavailable; signals stay in the outbox");
+            }
+        }
         Ok(())
     }
 }

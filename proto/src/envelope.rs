@@ -24,7 +24,7 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 pub const MAX_SIGNALS_PER_MESSAGE: usize = 1024;
 
 /// The bincode configuration of every Palisade encoding, with the decode limit.
-pub(crate) fn bincode_config() -> Configuration<LittleEndian, Varint, Limit<MAX_MESSAGE_BYTES>> {
+pub fn bincode_config() -> Configuration<LittleEndian, Varint, Limit<MAX_MESSAGE_BYTES>> {
     bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
 }
 

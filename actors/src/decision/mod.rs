@@ -253,14 +253,11 @@ impl DecisionEngine {
         self.changes = older;
     }
 
-    /// Applies the profiles to an overflow of this node's own detection.
+    /// Applies the profiles to an overflow, recording its origin on the decision (this
+    /// node's detection, a fleet peer's or the community's on-sight check, or an alert a
+    /// CrowdSec log processor pushed).
     pub fn on_overflow(&mut self, overflow: &Overflow, now: Timestamp) -> Verdict {
-        self.on_overflow_from(overflow, Origin::Palisade, now)
-    }
-
-    /// Applies the profiles to an overflow detected elsewhere (an alert a CrowdSec log
-    /// processor pushed), recording `origin` on the decision.
-    pub fn on_overflow_from(&mut self, overflow: &Overflow, origin: Origin, now: Timestamp) -> Verdict {
+        let origin = overflow.origin.clone();
         let Some(remediation) = &overflow.remediation else {
             return Verdict::NoDecision;
         };

@@ -661,6 +661,7 @@ impl Buckets {
             remediation: sc.remediation.clone(),
             confidence: sc.confidence,
             labels: sc.labels.clone(),
+            origin: palisade_proto::Origin::Palisade,
         });
     }
 

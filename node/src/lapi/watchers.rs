@@ -327,12 +327,9 @@ async fn apply_alert(lapi: &Lapi, alert: &Value) -> Result<Vec<Value>, HttpRespo
                 remediation: (!simulated).then_some(Remediation { kind: DecisionType::Ban, duration: None }),
                 confidence: 0,
                 labels: Arc::new(BTreeMap::new()),
+                origin: Origin::from("crowdsec"),
             };
-            match lapi
-                .decisions
-                .send(ApplyForeignOverflow { overflow, origin: Origin::from("crowdsec") })
-                .await
-            {
+            match lapi.decisions.send(ApplyForeignOverflow(overflow)).await {
                 Ok(Ok(v)) => verdicts.push(v),
                 Ok(Err(e)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
                 Err(e) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
