@@ -365,7 +365,12 @@ impl Fleet {
                     state.admin = None;
                 }
             }
-            fleet.launch(&mut state, saved).await?;
+            let name = saved.cert.fleet;
+            if let Err(e) = fleet.launch(&mut state, saved).await {
+                // The node still protects this host on its own; the operator sees why
+                // it is not gossiping here, in `palisade fleet status` and on /metrics.
+                tracing::error!(fleet = %name, error = %format!("{e:#}"), "fleet gossip did not start; running without the fleet");
+            }
         }
         Ok(fleet)
     }
