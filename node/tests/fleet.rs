@@ -272,3 +272,39 @@ fn a_node_cut_off_by_a_link_down_converges_after_the_heal() {
         dirs.iter().all(|d| every.iter().all(|ip| origin_of(d, ip).is_some()))
     });
 }
+
+#[test]
+fn an_address_known_by_hash_only_is_banned_at_its_first_event() {
+    // The origin does not seal addresses: peers learn only the hash, and ban the address
+    // the moment it shows up in their own logs, before any bucket could fill.
+    let ports: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port("127.0.0.1"))).collect();
+    let origin = fleet_node(&ports[0], "[reputation]\nseal_ips = false");
+    let peer = fleet_node(&ports[1], "");
+    let all = [&origin, &peer];
+    let nodes = [origin.start(), peer.start()];
+    let token = init_and_invite(&origin);
+    join(&peer, &ports[0], &token);
+    wait_for("the pair to connect", Duration::from_secs(20), &all, || alive_peers(&peer).len() == 1);
+
+    attack(&origin, "203.0.113.41", 40000);
+    wait_for("the flag to arrive", Duration::from_secs(10), &all, || {
+        http(nodes[1].metrics(), "GET", "/metrics", &[], b"").text().contains("palisade_onsight_watched 1")
+    });
+    assert_eq!(origin_of(&peer, "203.0.113.41"), None, "nothing to ban yet: the peer has only a hash");
+
+    // One line from another address changes nothing; one from the flagged address bans it.
+    append(&peer.path("logs/auth.log"), &ssh_failures("203.0.113.42", 1, 41000));
+    append(&peer.path("logs/auth.log"), &ssh_failures("203.0.113.41", 1, 41001));
+    wait_for("the ban on first sight", Duration::from_secs(10), &all, || {
+        origin_of(&peer, "203.0.113.41").as_deref() == Some("fleet")
+    });
+    assert_eq!(origin_of(&peer, "203.0.113.42"), None);
+    let metrics = http(nodes[1].metrics(), "GET", "/metrics", &[], b"").text();
+    assert!(metrics.contains("palisade_onsight_flags_total{outcome=\"hit\"} 1"), "{metrics}");
+    // Each scenario the attack overflowed at the origin is a signal; all name one hash.
+    assert!(!metrics.contains("palisade_fleet_signals_received_total{outcome=\"flag\"} 0"), "{metrics}");
+    assert!(metrics.contains("palisade_onsight_flags_total{outcome=\"added\"} 1"), "{metrics}");
+    for node in nodes {
+        node.stop();
+    }
+}
