@@ -205,6 +205,14 @@ pub enum OutEvent {
         /// Signals that passed every cheaper check.
         signals: Vec<SignedSignal>,
     },
+    /// A peer sent something bad (already counted and penalised), for the operator's log;
+    /// the shell logs it at most once per peer and interval.
+    Misbehaved {
+        /// The peer.
+        peer: NodeId,
+        /// What it did.
+        reason: &'static str,
+    },
 }
 
 /// One origin's signals as held here.
@@ -557,6 +565,7 @@ impl Engine {
         reason: &'static str,
         out: &mut Vec<OutEvent>,
     ) {
+        out.push(OutEvent::Misbehaved { peer: from, reason });
         let config = &self.config;
         let peer = self.peers.entry(from).or_insert_with(|| Peer::new(now));
         leak(peer, now, config.penalty_leak_per_sec);

@@ -481,6 +481,7 @@ async fn start_inner(
         membership_validity: config.membership_validity,
         revocations: Arc::new(RwLock::new(revocations.clone())),
         banned: Arc::default(),
+        logged: std::sync::Mutex::default(),
     });
     let engine =
         Engine::new(membership.key.clone(), fleet, config.engine.clone(), next_seq, revocations, now);
@@ -559,6 +560,30 @@ struct ConnContext {
     revocations: Arc<RwLock<RevocationList>>,
     /// Peers cut off for misbehaving, and until when they are refused.
     banned: Arc<RwLock<HashMap<NodeId, Timestamp>>>,
+    /// When each peer's trouble was last logged (see [`ConnContext::log_once`]).
+    logged: std::sync::Mutex<HashMap<NodeId, Instant>>,
+}
+
+/// How often one peer's refusals and bad input are logged.
+const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+impl ConnContext {
+    /// Whether a problem with `peer` should be logged now: once per [`LOG_INTERVAL`], so
+    /// a peer that keeps misbehaving or redialling cannot flood the log.
+    fn log_once(&self, peer: &NodeId) -> bool {
+        let Ok(mut logged) = self.logged.lock() else { return true };
+        let now = Instant::now();
+        if logged.len() > 10_000 {
+            logged.retain(|_, at| now.duration_since(*at) < LOG_INTERVAL);
+        }
+        match logged.get(peer) {
+            Some(at) if now.duration_since(*at) < LOG_INTERVAL => false,
+            _ => {
+                logged.insert(*peer, now);
+                true
+            }
+        }
+    }
 }
 
 enum ConnEvent {
@@ -772,6 +797,15 @@ impl Driver {
                     // Awaiting here is the backpressure: a slow node slows its peers'
                     // readers down instead of losing signals.
                     let _ = self.deliver.send(signals).await;
+                }
+                OutEvent::Misbehaved { peer, reason } => {
+                    if self.context.log_once(&peer) {
+                        warn!(
+                            peer = %peer.short(),
+                            reason,
+                            "bad input from a peer: dropped and counted (logged once a minute per peer)"
+                        );
+                    }
                 }
                 OutEvent::Disconnect { peer, reason } => {
                     let now = wall_clock();
@@ -1129,7 +1163,9 @@ async fn connection(conn: Connection, dialled: bool, context: Arc<ConnContext>) 
         Err(reason) if reason == JOIN_ANSWERED => return,
         Err(reason) => {
             bump(&context.counters.handshakes_refused);
-            warn!(peer = %peer.short(), remote = %conn.remote_address(), reason = %reason, "peer refused");
+            if context.log_once(&peer) {
+                warn!(peer = %peer.short(), remote = %conn.remote_address(), reason = %reason, "peer refused (logged once a minute per peer)");
+            }
             conn.close(VarInt::from_u32(close::REFUSED), reason.as_bytes());
             return;
         }

@@ -231,7 +231,7 @@ impl SimNetwork {
                     let results = palisade_proto::signal::verify_batch(&signals);
                     self.apply(i, InEvent::Verified { from, signals, results });
                 }
-                OutEvent::Membership { .. } | OutEvent::Revocations(_) => {}
+                OutEvent::Membership { .. } | OutEvent::Revocations(_) | OutEvent::Misbehaved { .. } => {}
             }
         }
     }
