@@ -205,6 +205,20 @@ pub enum OutEvent {
         /// Signals that passed every cheaper check.
         signals: Vec<SignedSignal>,
     },
+    /// A member relayed a join request (the shell holding the admin key answers it).
+    RelayedJoin {
+        /// The member that relayed it.
+        from: NodeId,
+        /// The request.
+        request: palisade_proto::JoinRequest,
+    },
+    /// The admin node answered a join this node relayed.
+    RelayedJoinReply {
+        /// The joiner.
+        node: NodeId,
+        /// The answer.
+        reply: palisade_proto::JoinReply,
+    },
     /// A peer sent something bad (already counted and penalised), for the operator's log;
     /// the shell logs it at most once per peer and interval.
     Misbehaved {
@@ -613,6 +627,8 @@ impl Engine {
                 }
                 self.adopt_revocations(list, out);
             }
+            Message::RelayedJoin(request) => out.push(OutEvent::RelayedJoin { from, request }),
+            Message::RelayedJoinReply { node, reply } => out.push(OutEvent::RelayedJoinReply { node, reply }),
             Message::Hello(_) | Message::Join(_) | Message::JoinReply(_) => {
                 // The shell consumes the one Hello (or join exchange) of a connection;
                 // another is a protocol error.

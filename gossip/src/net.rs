@@ -535,6 +535,7 @@ async fn start_inner(
         published_marks: BTreeMap::new(),
         revoked,
         last_marks_at: Instant::now(),
+        relayed: HashMap::new(),
     };
     let task = tokio::spawn(driver.run(commands_rx, events_rx, membership_out_rx, signed_rx, verified_rx));
     let handle = GossipHandle { commands: commands_tx, node_id: me, local_addr };
@@ -608,6 +609,11 @@ enum ConnEvent {
         peer: NodeId,
         conn_id: u64,
     },
+    /// A joiner asked this member, which does not hold the admin key: relay it.
+    RelayJoin {
+        request: JoinRequest,
+        reply: oneshot::Sender<JoinReply>,
+    },
 }
 
 struct Link {
@@ -644,9 +650,43 @@ struct Driver {
     published_marks: BTreeMap<NodeId, u64>,
     revoked: RevokedSet,
     last_marks_at: Instant,
+    /// Joins relayed to the admin node, by joiner, waiting for its answer.
+    relayed: HashMap<NodeId, oneshot::Sender<JoinReply>>,
 }
 
+/// Most joins a member relays at once.
+const MAX_RELAYED_JOINS: usize = 64;
+
 impl Driver {
+    /// Forwards a joiner's request to the admin node named in its token, if connected.
+    fn relay_join(&mut self, request: JoinRequest, reply: oneshot::Sender<JoinReply>) {
+        self.relayed.retain(|_, waiting| !waiting.is_closed());
+        let node = request.node;
+        match self.forward_join(request) {
+            Ok(()) => {
+                self.relayed.insert(node, reply);
+            }
+            Err(why) => {
+                let _ = reply.send(JoinReply::Refused(why));
+            }
+        }
+    }
+
+    fn forward_join(&self, request: JoinRequest) -> Result<(), String> {
+        let admin = request.token.peer.parse::<SocketAddr>().ok().and_then(|a| self.by_addr.get(&a).copied());
+        let Some(link) = admin.and_then(|node| self.links.get(&node)) else {
+            return Err(format!(
+                "this member is not connected to the fleet admin node at {}; join through that address",
+                request.token.peer
+            ));
+        };
+        if self.relayed.len() >= MAX_RELAYED_JOINS {
+            return Err("this member is relaying too many joins; retry in a few seconds".into());
+        }
+        let bytes = Message::RelayedJoin(request).encode().map_err(|e| e.to_string())?;
+        link.tx.try_send(bytes).map_err(|_| "this member could not forward the request; retry".to_owned())
+    }
+
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
@@ -798,6 +838,24 @@ impl Driver {
                     // readers down instead of losing signals.
                     let _ = self.deliver.send(signals).await;
                 }
+                OutEvent::RelayedJoin { from, request } => {
+                    // Only the admin node answers; the member vouched for the joiner's key.
+                    if self.context.admin.is_none() {
+                        continue;
+                    }
+                    let node = request.node;
+                    let reply = decide_join(&node, &request, &self.context);
+                    let frame = Message::RelayedJoinReply { node, reply }.encode();
+                    if let (Some(link), Ok(bytes)) = (self.links.get(&from), frame) {
+                        let _ = link.tx.try_send(bytes);
+                    }
+                    info!(node = %node.short(), via = %from.short(), "join relayed by a member");
+                }
+                OutEvent::RelayedJoinReply { node, reply } => {
+                    if let Some(waiting) = self.relayed.remove(&node) {
+                        let _ = waiting.send(reply);
+                    }
+                }
                 OutEvent::Misbehaved { peer, reason } => {
                     if self.context.log_once(&peer) {
                         warn!(
@@ -876,6 +934,7 @@ impl Driver {
                 self.step(InEvent::PeerUp(peer)).await;
             }
             ConnEvent::Frame { peer, bytes } => self.step(InEvent::Received { from: peer, bytes }).await,
+            ConnEvent::RelayJoin { request, reply } => self.relay_join(request, reply),
             ConnEvent::Oversized { peer, len } => self.step(InEvent::Oversized { from: peer, len }).await,
             ConnEvent::Down { peer, conn_id } => {
                 if self.links.get(&peer).is_some_and(|l| l.conn_id == conn_id) {
@@ -1137,7 +1196,12 @@ async fn admit(
             .map_err(|_| "no hello in time".to_owned())?
             .map_err(|_| "hello unreadable".to_owned())?;
         if let Ok(Message::Join(request)) = Message::decode(&bytes) {
-            answer_join(conn, peer, request, context).await;
+            let reply = if context.admin.is_some() || request.node != *peer {
+                decide_join(peer, &request, context)
+            } else {
+                relay_join(request, context).await
+            };
+            answer_join(conn, reply).await;
             return Err(JOIN_ANSWERED.to_owned());
         }
         let hello = check_hello(&bytes, peer, context)?;
@@ -1240,9 +1304,26 @@ fn check_join(peer: &NodeId, request: &JoinRequest, context: &ConnContext) -> Re
     Ok(JoinReply::Accepted { membership, fleet_secret: context.fleet_secret, revocations })
 }
 
-/// Answers a join request on the connection it arrived on, then lets the joiner close.
-async fn answer_join(conn: &Connection, peer: &NodeId, request: JoinRequest, context: &ConnContext) {
-    let reply = match check_join(peer, &request, context) {
+/// Asks the admin node, through this member's admitted connection to it, to answer a
+/// joiner's request.
+async fn relay_join(request: JoinRequest, context: &ConnContext) -> JoinReply {
+    let (tx, rx) = oneshot::channel();
+    let admin = request.token.peer.clone();
+    if context.events.send(ConnEvent::RelayJoin { request, reply: tx }).await.is_err() {
+        return JoinReply::Refused("this member is shutting down".into());
+    }
+    match tokio::time::timeout(JOIN_TIMEOUT, rx).await {
+        Ok(Ok(reply)) => reply,
+        _ => JoinReply::Refused(format!(
+            "this member could not reach the fleet admin node at {admin} in time; try that address"
+        )),
+    }
+}
+
+/// The admin's answer to a join request from `peer` (the joiner's TLS identity, or for a
+/// relayed request the joiner the relaying member vouches for).
+fn decide_join(peer: &NodeId, request: &JoinRequest, context: &ConnContext) -> JoinReply {
+    match check_join(peer, request, context) {
         Ok(reply) => {
             bump(&context.counters.joins_accepted);
             info!(node = %peer.short(), "admitted a new member");
@@ -1254,7 +1335,11 @@ async fn answer_join(conn: &Connection, peer: &NodeId, request: JoinRequest, con
             reason.truncate(palisade_proto::gossip::MAX_REASON_LEN);
             JoinReply::Refused(reason)
         }
-    };
+    }
+}
+
+/// Sends the answer to a join on the connection it arrived on, then lets the joiner close.
+async fn answer_join(conn: &Connection, reply: JoinReply) {
     let Ok(bytes) = Message::JoinReply(reply).encode() else { return };
     if let Ok(mut send) = conn.open_uni().await {
         if write_frame(&mut send, &bytes).await.is_ok() {

@@ -231,7 +231,11 @@ impl SimNetwork {
                     let results = palisade_proto::signal::verify_batch(&signals);
                     self.apply(i, InEvent::Verified { from, signals, results });
                 }
-                OutEvent::Membership { .. } | OutEvent::Revocations(_) | OutEvent::Misbehaved { .. } => {}
+                OutEvent::Membership { .. }
+                | OutEvent::Revocations(_)
+                | OutEvent::Misbehaved { .. }
+                | OutEvent::RelayedJoin { .. }
+                | OutEvent::RelayedJoinReply { .. } => {}
             }
         }
     }

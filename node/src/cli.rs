@@ -248,8 +248,8 @@ enum FleetCommand {
 enum NodeCommand {
     /// Join a fleet through a member, with a token from `palisade fleet invite`.
     Join {
-        /// The member to contact, `host:port` of its gossip endpoint (the token names
-        /// the admin node's address; give it again or the address this node reaches it by).
+        /// Any member, `host:port` of its gossip endpoint: a member without the admin
+        /// key relays the request to the admin node named in the token.
         peer: String,
         /// The join token.
         #[arg(long)]

@@ -114,9 +114,10 @@ fn five_nodes_join_one_by_one_share_bans_catch_up_and_shut_out_the_revoked() {
     let out = dirs[1].cli(&["node", "join", &ports[0], "--token", "palisade-join-00"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("join token is not valid"), "{out:?}");
 
-    // Join one by one; each newcomer meets every member already in.
+    // Join one by one, each through the member that joined before it (members relay
+    // the request to the admin node); each newcomer meets every member already in.
     for i in 1..5 {
-        join(&dirs[i], &ports[0], &token);
+        join(&dirs[i], &ports[i - 1], &token);
         wait_for(&format!("node {i} to see {i} members alive"), Duration::from_secs(20), &all, || {
             alive_peers(&dirs[i]).len() == i
         });

@@ -48,6 +48,16 @@ pub enum Message {
     Join(JoinRequest),
     /// The answer to a join request.
     JoinReply(JoinReply),
+    /// A join request a member relays to the admin node, over its own admitted
+    /// connection: the member checked that `node` is the joiner's TLS identity.
+    RelayedJoin(JoinRequest),
+    /// The admin node's answer to a relayed join, for the joiner `node`.
+    RelayedJoinReply {
+        /// The joiner.
+        node: crate::NodeId,
+        /// The answer.
+        reply: JoinReply,
+    },
 }
 
 /// Why bytes could not be turned into a message, or a message into bytes.
@@ -103,13 +113,13 @@ impl Message {
                 }
                 Ok(())
             }
-            Message::Join(request) => {
+            Message::Join(request) | Message::RelayedJoin(request) => {
                 if request.token.peer.len() > crate::fleet::MAX_PEER_ADDR_LEN {
                     return Err(WireError::Invalid("join token peer address longer than 255 bytes"));
                 }
                 Ok(())
             }
-            Message::JoinReply(reply) => reply.validate(),
+            Message::JoinReply(reply) | Message::RelayedJoinReply { reply, .. } => reply.validate(),
         }
     }
 
