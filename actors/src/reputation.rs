@@ -399,7 +399,7 @@ mod tests {
         let config = ReputationConfig { fleet_reporters: 2, ..Default::default() };
         let mut me = Reputation::new(NodeKey::from_bytes(&[1; 32]), secret, &config, 0, 1);
         let first = member(3, secret, true, "198.51.100.9");
-        assert!(me.on_fleet_signals(&[first.clone()], now).bans.is_empty());
+        assert!(me.on_fleet_signals(std::slice::from_ref(&first), now).bans.is_empty());
         assert!(me.on_fleet_signals(&[first], now).bans.is_empty(), "the same member twice is one reporter");
         assert_eq!(me.fleet_stats().pending, 1);
         let out = me.on_fleet_signals(&[member(4, secret, false, "198.51.100.9")], now);

@@ -210,20 +210,6 @@ pub fn hub_list(hub: &Hub, json: bool) {
     let _ = table(&mut w, &["NAME", "BUCKET", "DESCRIPTION"], &rows);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_align() {
-        let mut out = Vec::new();
-        table(&mut out, &["A", "BB"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), "wwww".into()]])
-            .unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "A    BB\nxxx  y\nz    wwww\n");
-        assert_eq!(datetime(Timestamp(0)), "1970-01-01 00:00:00Z");
-    }
-}
-
 /// `palisade node peers`.
 pub fn peers(rows: &[crate::fleet::PeerRow], json: bool) {
     if json {
@@ -277,5 +263,19 @@ pub fn fleet_status(s: &crate::fleet::StatusRow) {
             println!("signals published:  {}", s.signals_published);
             println!("signals received:   {}", s.signals_received);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let mut out = Vec::new();
+        table(&mut out, &["A", "BB"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), "wwww".into()]])
+            .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "A    BB\nxxx  y\nz    wwww\n");
+        assert_eq!(datetime(Timestamp(0)), "1970-01-01 00:00:00Z");
     }
 }
