@@ -13,8 +13,8 @@
       address, are appended to node A's access.log at once: each line overflows the
       trigger scenario palisade/http-bad-user-agent, so A bans, signs and gossips one
       signal per line, and B verifies each and bans with origin fleet. Reports signals/s
-      (first to last arrival at B), CPU seconds and peak RSS of both processes, and gossip
-      bytes sent by A per signal delivered to B.
+      (first to last arrival at B), CPU seconds and peak RSS of both processes, and the
+      bytes A sent per signal delivered to B: gossip frames, and UDP (QUIC included).
 
 Both print one JSON object. The binary: $PALISADE, else
 $CARGO_TARGET_DIR/release/palisade (default ~/.cache/palisade-target).
@@ -212,6 +212,7 @@ def throughput(signals):
         form_fleet(nodes)
         cpu0 = [n.proc_stats()[0] for n in nodes]
         bytes0 = a.metric('palisade_gossip_bytes_total{direction="out"}')
+        udp0 = a.metric('palisade_gossip_udp_bytes_total{direction="out"}')
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
         path = os.path.join(a.dir, "logs", "access.log")
         with open(path + ".tmp", "w") as f:
@@ -235,6 +236,7 @@ def throughput(signals):
         delivered = b.metric(key)
         stats = [n.proc_stats() for n in nodes]
         bytes_out = a.metric('palisade_gossip_bytes_total{direction="out"}') - bytes0
+        udp_out = a.metric('palisade_gossip_udp_bytes_total{direction="out"}') - udp0
         decided = b.metric('palisade_fleet_signals_received_total{outcome="ban"}')
         return {
             "benchmark": "fleet throughput", "signals": signals, "delivered": int(delivered),
@@ -244,6 +246,7 @@ def throughput(signals):
             "cpu_s": {"a": round(stats[0][0] - cpu0[0], 2), "b": round(stats[1][0] - cpu0[1], 2)},
             "peak_rss_mb": {"a": round(stats[0][1], 1), "b": round(stats[1][1], 1)},
             "gossip_bytes_per_signal": round(bytes_out / max(delivered, 1), 1),
+            "udp_bytes_per_signal": round(udp_out / max(delivered, 1), 1),
             "load_avg": open("/proc/loadavg").read().split()[:3],
         }
     finally:

@@ -153,6 +153,9 @@ struct NetCounters {
     dials: AtomicU64,
     joins_accepted: AtomicU64,
     joins_refused: AtomicU64,
+    /// UDP bytes of admitted connections that have closed (open ones are read live).
+    closed_udp_tx: AtomicU64,
+    closed_udp_rx: AtomicU64,
 }
 
 /// A snapshot of the shell's counters.
@@ -216,6 +219,11 @@ pub struct GossipStats {
     pub peers_connected: u64,
     /// Nodes chitchat considers alive (this node excluded).
     pub peers_alive: u64,
+    /// UDP bytes sent on admitted connections (QUIC headers, acks and handshakes
+    /// included), since the endpoint started.
+    pub udp_bytes_sent: u64,
+    /// UDP bytes received on admitted connections.
+    pub udp_bytes_received: u64,
 }
 
 /// What this node knows of another fleet member.
@@ -774,11 +782,22 @@ impl Driver {
             }
             Command::Stats(reply) => {
                 let peers_alive = self.live_nodes().await.len() as u64;
+                let (mut tx, mut rx) = (
+                    self.counters.closed_udp_tx.load(Ordering::Relaxed),
+                    self.counters.closed_udp_rx.load(Ordering::Relaxed),
+                );
+                for link in self.links.values() {
+                    let stats = link.conn.stats();
+                    tx += stats.udp_tx.bytes;
+                    rx += stats.udp_rx.bytes;
+                }
                 let _ = reply.send(GossipStats {
                     engine: *self.engine.stats(),
                     net: self.counters.snapshot(),
                     peers_connected: self.links.len() as u64,
                     peers_alive,
+                    udp_bytes_sent: tx,
+                    udp_bytes_received: rx,
                 });
             }
             Command::Persistent(reply) => {
@@ -1269,6 +1288,9 @@ async fn connection(conn: Connection, dialled: bool, context: Arc<ConnContext>) 
             Err(FrameError::Closed) => break,
         }
     }
+    let stats = conn.stats();
+    context.counters.closed_udp_tx.fetch_add(stats.udp_tx.bytes, Ordering::Relaxed);
+    context.counters.closed_udp_rx.fetch_add(stats.udp_rx.bytes, Ordering::Relaxed);
     let _ = context.events.send(ConnEvent::Down { peer, conn_id }).await;
 }
 

@@ -494,6 +494,14 @@ async fn fleet(e: &mut Exposition, fleet: &crate::fleet::Fleet) {
     );
     series(
         e,
+        "palisade_gossip_udp_bytes_total",
+        "counter",
+        "UDP bytes on member connections (QUIC overhead included), by direction.",
+        "direction",
+        &[("in", g.udp_bytes_received), ("out", g.udp_bytes_sent)],
+    );
+    series(
+        e,
         "palisade_gossip_signals_total",
         "counter",
         "Signals, by event: published (own), accepted (new from peers), delivered (to the node), pushed, repaired (sent to fill a peer's gap), duplicate.",
