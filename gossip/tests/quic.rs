@@ -293,17 +293,28 @@ async fn a_node_joins_with_a_token_and_bad_tokens_say_why() {
     // A revoked node cannot join again.
     let err = join(&token, &early.key).await.unwrap_err();
     assert!(matches!(err, JoinError::Connect { .. } | JoinError::Refused { .. }), "{err}");
-    // A member without the admin key refuses to admit.
-    let to_plain = keys.invite(
-        &plain.handle.local_addr().to_string(),
-        wall_clock(),
-        Duration::from_secs(600),
-        &mut OsRng,
+    // A member without the admin key relays joins to the admin node named in the token;
+    // while it is not connected to it, it refuses and says where to go.
+    let plain_addr = plain.handle.local_addr().to_string();
+    let err =
+        palisade_gossip::join_via(&token, &NodeKey::generate(&mut OsRng), &plain_addr).await.unwrap_err();
+    assert!(
+        matches!(err, JoinError::Refused { .. })
+            && err.to_string().contains("not connected to the fleet admin node"),
+        "{err}"
     );
-    let err = join(&to_plain, &NodeKey::generate(&mut OsRng)).await.unwrap_err();
-    assert!(matches!(err, JoinError::Refused { .. }) && err.to_string().contains("admin key"), "{err}");
+    plain.handle.dial(admin_node.handle.local_addr()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while plain.handle.stats().await.unwrap().peers_connected == 0 {
+        assert!(Instant::now() < deadline, "the member did not connect to the admin node");
+        sleep(Duration::from_millis(20)).await;
+    }
+    let relayed_key = NodeKey::generate(&mut OsRng);
+    let (relayed, _) = palisade_gossip::join_via(&token, &relayed_key, &plain_addr).await.unwrap();
+    assert_eq!(relayed.cert.node, relayed_key.node_id(), "the certificate is for the joiner, not the relay");
+    assert_eq!(relayed.fleet(), fleet);
     let stats = admin_node.handle.stats().await.unwrap();
-    assert_eq!(stats.net.joins_accepted, 1, "{stats:?}");
+    assert_eq!(stats.net.joins_accepted, 2, "direct and relayed: {stats:?}");
     assert!(stats.net.joins_refused >= 1, "{stats:?}");
     for node in [&admin_node, &plain, &newcomer] {
         node.handle.shutdown().await;
