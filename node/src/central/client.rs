@@ -681,7 +681,7 @@ impl Link {
                     Some(Err(e)) => break (Flow::Continue, Some(e)),
                     None => break (Flow::Continue, Some("the session stream ended".into())),
                 },
-                reason = session.ended.recv() => {
+                reason = session.ended.recv(), if session.follower.is_some() => {
                     break (Flow::Continue, Some(reason.unwrap_or_else(|| "subscription ended".into())));
                 }
                 _ = save.tick() => self.save_state(),

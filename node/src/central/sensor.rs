@@ -98,6 +98,7 @@ async fn sensor(args: SensorArgs) -> Result<ExitCode> {
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     let mut last_stats = String::new();
     let mut input_open = true;
+    let mut reported = 0u64;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
@@ -134,6 +135,7 @@ async fn sensor(args: SensorArgs) -> Result<ExitCode> {
                     let confidence = fields.next().and_then(|c| c.parse().ok()).unwrap_or(args.confidence).min(3);
                     let sighting = Sighting { ip, scenario, confidence, observed_at: now(), events_count: 1 };
                     handle.report(vec![sighting]).await.map_err(|e| anyhow!("{e}"))?;
+                    reported += 1;
                 }
                 _ => {
                     input_open = false;
@@ -174,8 +176,8 @@ async fn sensor(args: SensorArgs) -> Result<ExitCode> {
                     last_stats = text;
                 }
                 if let Some(deadline) = drain_deadline {
-                    let idle = stats.pending == 0 && stats.in_flight == 0;
-                    if idle || tokio::time::Instant::now() > deadline {
+                    let answered = stats.accepted + stats.rejected.values().sum::<u64>();
+                    if answered >= reported || tokio::time::Instant::now() > deadline {
                         break;
                     }
                 }
@@ -186,7 +188,7 @@ async fn sensor(args: SensorArgs) -> Result<ExitCode> {
     println!("{}", serde_json::json!({ "event": "stats", "stats": stats }));
     handle.shutdown().await;
     let _ = link.task.await;
-    let unsent = stats.pending + stats.in_flight;
+    let unsent = reported.saturating_sub(stats.accepted + stats.rejected.values().sum::<u64>());
     if unsent > 0 {
         eprintln!("palisade central sensor: {unsent} signal(s) not acknowledged by the tier: {:?}", stats.last_error);
         return Ok(ExitCode::from(2));

@@ -519,15 +519,16 @@ mod tests {
     fn prechecks_refuse_foreign_sealed_future_and_old_epochs() {
         let key = NodeKey::from_bytes(&[1; 32]);
         let other = NodeKey::from_bytes(&[2; 32]);
-        let now = Timestamp::from_secs(10 * 3600 + 100);
+        // Mid-epoch 10: with 10 minutes of tolerated skew, epochs 9 and 10 are accepted.
+        let now = Timestamp::from_secs(10 * 3600 + 1800);
         let period = 3600;
         let ok = signal(&key, 10, now);
         assert_eq!(precheck(&ok, &key.node_id(), period, now), None);
         assert_eq!(precheck(&signal(&key, 9, now), &key.node_id(), period, now), None, "previous epoch");
         assert_eq!(precheck(&ok, &other.node_id(), period, now), Some(RejectReason::ForeignOrigin));
         assert_eq!(precheck(&signal(&key, 8, now), &key.node_id(), period, now), Some(RejectReason::WrongEpoch));
-        assert_eq!(precheck(&signal(&key, 12, now), &key.node_id(), period, now), Some(RejectReason::WrongEpoch));
-        let future = signal(&key, 10, Timestamp::from_secs(10 * 3600 + 100 + 3600));
+        assert_eq!(precheck(&signal(&key, 11, now), &key.node_id(), period, now), Some(RejectReason::WrongEpoch));
+        let future = signal(&key, 10, Timestamp::from_secs(10 * 3600 + 1800 + 3600));
         assert_eq!(precheck(&future, &key.node_id(), period, now), Some(RejectReason::Future));
         let mut sealed = ok.clone();
         sealed.signal.sealed_ip = Some(palisade_proto::SealedIp { nonce: [0; 24], ciphertext: [0; 33] });
