@@ -57,8 +57,11 @@ pub fn open_db(path: &Path, column_families: &[&str], opts: &Options) -> Result<
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
             Err(e) => {
-                let hint =
-                    if is_lock_error(&e) { " (is another palisade process using this data_dir?)" } else { "" };
+                let hint = if is_lock_error(&e) {
+                    " (is another palisade process using this data_dir?)"
+                } else {
+                    ""
+                };
                 return Err(StoreError(format!("opening {}: {e}{hint}", path.display())));
             }
         }

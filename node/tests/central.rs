@@ -31,7 +31,7 @@ impl Tier {
         let dir = tempfile::tempdir().unwrap();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/asn/loopback.mmdb");
         let config = format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\nasn_database = {:?}\n[publish]\ntick_ms = 100\n\
+            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\nasn_database = {:?}\n[publish]\ntick_ms = 100\ndelta_log_keep = 1\n\
              [metrics]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info,palisade=debug\"\n{CONSENSUS}",
             dir.path().join("data").display().to_string(),
             fixture.display().to_string(),
@@ -49,7 +49,13 @@ impl Tier {
     }
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(common::bin()).arg("--config").arg(self.config()).arg("central").args(args).output().unwrap()
+        Command::new(common::bin())
+            .arg("--config")
+            .arg(self.config())
+            .arg("central")
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     fn start(&mut self) {
@@ -132,7 +138,17 @@ struct Sensor {
 impl Sensor {
     fn start(tier: SocketAddr, token: &str, data_dir: &Path, bind: &str) -> Sensor {
         let mut child = Command::new(common::bin())
-            .args(["central", "sensor", "--tier", &tier.to_string(), "--token", token, "--bind", bind, "--data-dir"])
+            .args([
+                "central",
+                "sensor",
+                "--tier",
+                &tier.to_string(),
+                "--token",
+                token,
+                "--bind",
+                bind,
+                "--data-dir",
+            ])
             .arg(data_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -166,13 +182,24 @@ impl Sensor {
             if pred(&self.events.lock().unwrap()) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; events: {:#?}", self.events.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; events: {:#?}",
+                self.events.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn last_stats(&self) -> Value {
-        self.events.lock().unwrap().iter().rev().find(|e| e["event"] == "stats").cloned().unwrap_or(Value::Null)
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "stats")
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     /// Waits for the sensor's session, then until `n` signals are acknowledged.
@@ -192,7 +219,9 @@ impl Sensor {
     fn holds(&mut self, ip: &str) -> bool {
         let before = self.matches(ip);
         self.send(&format!("? {ip}"));
-        self.wait("an answer", Duration::from_secs(10), |_| self.matches(ip) > before);
+        let answered =
+            |events: &[Value]| events.iter().filter(|e| e["event"] == "match" && e["ip"] == ip).count();
+        self.wait("an answer", Duration::from_secs(10), |events| answered(events) > before);
         let events = self.events.lock().unwrap();
         events.iter().rev().find(|e| e["event"] == "match" && e["ip"] == ip).unwrap()["listed"] == true
     }
@@ -252,16 +281,20 @@ impl Raw {
     fn session(&self, enroll: Option<[u8; 32]>, frames: Vec<Vec<u8>>) -> Vec<CentralMessage> {
         self.rt.block_on(async {
             let verifier = Arc::new(palisade_gossip::tls::NodeVerifier::pinned(self.tier_key));
-            let (_, crypto) = palisade_gossip::tls::quic_crypto_with(&self.key, verifier, b"palisade-central/1").unwrap();
+            let (_, crypto) =
+                palisade_gossip::tls::quic_crypto_with(&self.key, verifier, b"palisade-central/1").unwrap();
             let mut endpoint = quinn::Endpoint::client("127.0.0.9:0".parse().unwrap()).unwrap();
             endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
             let conn = endpoint.connect(self.tier, "palisade-node").unwrap().await.unwrap();
             let (mut send, mut recv) = conn.open_bi().await.unwrap();
-            let hello = Message::Central(CentralMessage::Hello(SensorHello { enroll, version: "test".into() }));
+            let hello =
+                Message::Central(CentralMessage::Hello(SensorHello { enroll, version: "test".into() }));
             palisade_gossip::net::write_frame(&mut send, &hello.encode().unwrap()).await.unwrap();
             let mut out = Vec::new();
             let first = palisade_gossip::net::read_frame(&mut recv, 1 << 20).await.unwrap();
-            let Ok(Message::Central(first)) = Message::decode(&first) else { panic!("not a central message") };
+            let Ok(Message::Central(first)) = Message::decode(&first) else {
+                panic!("not a central message")
+            };
             let welcomed = matches!(first, CentralMessage::Welcome(_));
             out.push(first);
             if welcomed {
@@ -270,8 +303,11 @@ impl Raw {
                         break;
                     }
                 }
-                while let Ok(Ok(bytes)) =
-                    tokio::time::timeout(Duration::from_secs(3), palisade_gossip::net::read_frame(&mut recv, 1 << 20)).await
+                while let Ok(Ok(bytes)) = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    palisade_gossip::net::read_frame(&mut recv, 1 << 20),
+                )
+                .await
                 {
                     if let Ok(Message::Central(m)) = Message::decode(&bytes) {
                         out.push(m);
@@ -322,8 +358,9 @@ fn community_list_from_diverse_networks_reaches_opted_in_sensors_only() {
     let mut b3 = Sensor::start(addr, &token_b, &dir("b3"), "127.0.0.3");
     let mut c4 = Sensor::start(addr, &token_c, &dir("c4"), "127.0.0.4");
     let mut c5 = Sensor::start(addr, &token_c, &dir("c5"), "127.0.0.5");
-    let mut shared: Vec<Sensor> =
-        (20..26).map(|i| Sensor::start(addr, &token_a, &dir(&format!("s{i}")), &format!("127.0.0.{i}"))).collect();
+    let mut shared: Vec<Sensor> = (20..26)
+        .map(|i| Sensor::start(addr, &token_a, &dir(&format!("s{i}")), &format!("127.0.0.{i}")))
+        .collect();
     for s in [&a1, &a2, &b3, &c4, &c5].into_iter().chain(shared.iter()) {
         s.wait_connected();
     }
@@ -390,7 +427,8 @@ fn community_list_from_diverse_networks_reaches_opted_in_sensors_only() {
     let resumed = a2.deltas();
     assert_eq!(resumed[0]["kind"], "changes", "{resumed:#?}");
     assert_eq!(resumed[0]["version"].as_u64().unwrap(), a2_version + 1, "{resumed:#?}");
-    // A new sensor with no history gets the whole list as a snapshot.
+    // A new sensor with no history, further behind than the delta log (one delta kept
+    // here) reaches, gets the whole list as a snapshot.
     let mut fresh = Sensor::start(addr, &token_b, &dir("fresh"), "127.0.0.6");
     wait_until("a snapshot", Duration::from_secs(10), || fresh.holds("198.51.100.40"));
     assert_eq!(fresh.deltas()[0]["kind"], "snapshot");
@@ -402,7 +440,8 @@ fn community_list_from_diverse_networks_reaches_opted_in_sensors_only() {
     assert_eq!(status["tenants"], 3);
     assert_eq!(status["tenants_community"], 2);
     assert!(status["counters"]["accepted_private"].as_u64().unwrap() >= 2);
-    let metrics = common::http(tier.listening("central metrics endpoint"), "GET", "/metrics", &[], b"").text();
+    let metrics =
+        common::http(tier.listening("central metrics endpoint"), "GET", "/metrics", &[], b"").text();
     assert!(metrics.contains("palisade_central_listed_entries 2"), "{metrics}");
     assert!(metrics.contains("palisade_central_tenants{community=\"false\"} 1"), "{metrics}");
     let tenants = tier.json(&["tenant", "list", "--json"]);
@@ -431,7 +470,7 @@ fn bad_input_is_rejected_counted_and_a_restart_loses_nothing_acknowledged() {
     assert!(matches!(&answer[0], CentralMessage::Refused(_)), "{answer:?}");
 
     // An enrolled raw sensor sends good, forged, foreign, sealed and replayed signals.
-    let raw = Raw::new(addr, &token);
+    let mut raw = Raw::new(addr, &token);
     let welcome = match raw.session(Some(parsed.secret), vec![]).remove(0) {
         CentralMessage::Welcome(w) => w,
         other => panic!("{other:?}"),
@@ -447,7 +486,8 @@ fn bad_input_is_rejected_counted_and_a_restart_loses_nothing_acknowledged() {
     let sealed = sealed.sign(&raw.key);
     let frames = vec![report(1, vec![good.clone(), forged, foreign, sealed]), report(2, vec![good])];
     let answer = raw.session(None, frames);
-    let acks: Vec<_> = answer.iter().filter_map(|m| if let CentralMessage::Ack(a) = m { Some(a) } else { None }).collect();
+    let acks: Vec<_> =
+        answer.iter().filter_map(|m| if let CentralMessage::Ack(a) = m { Some(a) } else { None }).collect();
     assert_eq!(acks.len(), 2, "{answer:?}");
     assert_eq!(acks[0].accepted, 1);
     let reasons: Vec<RejectReason> = acks[0].rejected.iter().map(|r| r.reason).collect();
@@ -459,7 +499,8 @@ fn bad_input_is_rejected_counted_and_a_restart_loses_nothing_acknowledged() {
 
     let counters = tier.status()["counters"].clone();
     let rejected = counters["rejected"].as_array().unwrap();
-    let count = |r: RejectReason| rejected[RejectReason::ALL.iter().position(|x| *x == r).unwrap()].as_u64().unwrap();
+    let count =
+        |r: RejectReason| rejected[RejectReason::ALL.iter().position(|x| *x == r).unwrap()].as_u64().unwrap();
     assert_eq!(count(RejectReason::Forged), 1);
     assert_eq!(count(RejectReason::ForeignOrigin), 1);
     assert_eq!(count(RejectReason::SealedIp), 1);
@@ -502,8 +543,10 @@ fn bad_input_is_rejected_counted_and_a_restart_loses_nothing_acknowledged() {
     assert_eq!(status["version"].as_u64().unwrap(), version, "no spurious delta after a restart");
     assert_eq!(status["sensors"].as_u64().unwrap(), 4);
     // The replayed signal is still known after the restart: sequence numbers persisted.
+    raw.tier = tier.addr();
     let again = report(3, vec![signal(&raw.key, &secret, epoch_secs, 1, "203.0.113.1")]);
     let answer = raw.session(None, vec![again]);
-    let ack = answer.iter().find_map(|m| if let CentralMessage::Ack(a) = m { Some(a) } else { None }).unwrap();
+    let ack =
+        answer.iter().find_map(|m| if let CentralMessage::Ack(a) = m { Some(a) } else { None }).unwrap();
     assert_eq!(ack.rejected[0].reason, RejectReason::Replayed);
 }

@@ -354,8 +354,11 @@ impl ListDelta {
             }
         }
         for e in &self.added {
-            if e.scenario.len() > crate::signal::MAX_SCENARIO_LEN || e.scenario.chars().any(char::is_control) {
-                return Err(WireError::Invalid("list entry scenario longer than 128 bytes or with control characters"));
+            if e.scenario.len() > crate::signal::MAX_SCENARIO_LEN || e.scenario.chars().any(char::is_control)
+            {
+                return Err(WireError::Invalid(
+                    "list entry scenario longer than 128 bytes or with control characters",
+                ));
             }
             if !e.score.is_finite() {
                 return Err(WireError::Invalid("list entry score is not a finite number"));
@@ -569,7 +572,8 @@ mod tests {
             removed: vec![],
         };
         assert!(Message::Central(CentralMessage::Delta(bad_part.sign(&tier))).encode().is_err());
-        let long = CentralMessage::Refused(Refusal { code: RefusalCode::Busy, reason: "r".repeat(MAX_TEXT + 1) });
+        let long =
+            CentralMessage::Refused(Refusal { code: RefusalCode::Busy, reason: "r".repeat(MAX_TEXT + 1) });
         assert!(Message::Central(long).encode().is_err());
         let report = Report { batch: 1, signals: vec![] };
         assert!(Message::Central(CentralMessage::Report(report)).encode().is_ok());
@@ -582,29 +586,49 @@ mod tests {
                 .prop_map(|(enroll, version)| CentralMessage::Hello(SensorHello { enroll, version })),
             ("[a-z0-9-]{1,64}", any::<bool>(), any::<[u8; 32]>(), any::<u32>(), any::<u64>(), any::<u64>())
                 .prop_map(|(tenant, community, hash_secret, epoch_secs, next_seq, list_version)| {
-                    CentralMessage::Welcome(Welcome { tenant, community, hash_secret, epoch_secs, next_seq, list_version })
+                    CentralMessage::Welcome(Welcome {
+                        tenant,
+                        community,
+                        hash_secret,
+                        epoch_secs,
+                        next_seq,
+                        list_version,
+                    })
                 }),
-            (any::<u64>(), any::<u32>(), proptest::collection::vec((any::<u32>(), 0usize..7), 0..20)).prop_map(
-                |(batch, accepted, rejected)| CentralMessage::Ack(Ack {
+            (any::<u64>(), any::<u32>(), proptest::collection::vec((any::<u32>(), 0usize..7), 0..20))
+                .prop_map(|(batch, accepted, rejected)| CentralMessage::Ack(Ack {
                     batch,
                     accepted,
                     rejected: rejected
                         .into_iter()
                         .map(|(index, r)| Rejection { index, reason: RejectReason::ALL[r] })
                         .collect(),
-                })
-            ),
+                })),
             any::<u64>().prop_map(|from_version| CentralMessage::Subscribe(Subscribe { from_version })),
             (
                 any::<u64>(),
                 any::<[u8; 32]>(),
-                proptest::collection::vec((any::<[u8; 32]>(), any::<u32>(), "[a-z/-]{0,30}", -1e6f32..1e6, any::<u16>(), any::<i64>()), 0..20),
+                proptest::collection::vec(
+                    (
+                        any::<[u8; 32]>(),
+                        any::<u32>(),
+                        "[a-z/-]{0,30}",
+                        -1e6f32..1e6,
+                        any::<u16>(),
+                        any::<i64>()
+                    ),
+                    0..20
+                ),
                 proptest::collection::vec(any::<[u8; 32]>(), 0..20),
             )
                 .prop_map(|(version, seed, added, removed)| {
                     let delta = ListDelta {
                         version,
-                        kind: if version % 2 == 0 { DeltaKind::Changes } else { DeltaKind::Snapshot { part: 0, parts: 1 } },
+                        kind: if version % 2 == 0 {
+                            DeltaKind::Changes
+                        } else {
+                            DeltaKind::Snapshot { part: 0, parts: 1 }
+                        },
                         issued_at: Timestamp(version as i64),
                         added: added
                             .into_iter()
@@ -621,7 +645,10 @@ mod tests {
                     };
                     CentralMessage::Delta(delta.sign(&NodeKey::from_bytes(&seed)))
                 }),
-            "[ -~]{0,100}".prop_map(|reason| CentralMessage::Refused(Refusal { code: RefusalCode::NotCommunity, reason })),
+            "[ -~]{0,100}".prop_map(|reason| CentralMessage::Refused(Refusal {
+                code: RefusalCode::NotCommunity,
+                reason
+            })),
         ]
     }
 

@@ -75,7 +75,9 @@ async fn handle(stream: tokio::net::UnixStream, core: mpsc::Sender<Command>) -> 
 pub fn call(socket: &Path, request: &AdminRequest) -> Result<Option<serde_json::Value>> {
     let mut stream = match UnixStream::connect(socket) {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+        Err(e)
+            if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+        {
             return Ok(None)
         }
         Err(e) => bail!("connecting to the central tier's admin socket {}: {e}", socket.display()),

@@ -117,10 +117,14 @@ impl AsnDb {
             };
             let _country = fields.next();
             let description = fields.next().unwrap_or("").trim();
-            let start: IpAddr =
-                start.trim().parse().map_err(|_| bad(line, format!("range_start {start:?} is not an IP address")))?;
-            let end: IpAddr =
-                end.trim().parse().map_err(|_| bad(line, format!("range_end {end:?} is not an IP address")))?;
+            let start: IpAddr = start
+                .trim()
+                .parse()
+                .map_err(|_| bad(line, format!("range_start {start:?} is not an IP address")))?;
+            let end: IpAddr = end
+                .trim()
+                .parse()
+                .map_err(|_| bad(line, format!("range_end {end:?} is not an IP address")))?;
             let asn_text = asn.trim();
             let asn: u32 = asn_text
                 .strip_prefix("AS")
@@ -151,8 +155,10 @@ impl AsnDb {
         if v4.is_empty() && v6.is_empty() {
             return Err(AsnError::Empty { path: origin.to_owned() });
         }
-        let v4 = sorted_disjoint(v4).map_err(|(a, b)| bad(b, format!("range overlaps the range on line {a}")))?;
-        let v6 = sorted_disjoint(v6).map_err(|(a, b)| bad(b, format!("range overlaps the range on line {a}")))?;
+        let v4 =
+            sorted_disjoint(v4).map_err(|(a, b)| bad(b, format!("range overlaps the range on line {a}")))?;
+        let v6 =
+            sorted_disjoint(v6).map_err(|(a, b)| bad(b, format!("range overlaps the range on line {a}")))?;
         Ok(AsnDb { inner: Inner::Table { v4, v6 }, names, origin: origin.to_owned() })
     }
 
@@ -191,7 +197,9 @@ impl AsnDb {
 
 /// Sorts ranges by start and checks that none overlaps the next; on overlap returns the
 /// two line numbers.
-fn sorted_disjoint<T: Ord + Copy>(mut ranges: Vec<(Range<T>, usize)>) -> Result<Vec<Range<T>>, (usize, usize)> {
+fn sorted_disjoint<T: Ord + Copy>(
+    mut ranges: Vec<(Range<T>, usize)>,
+) -> Result<Vec<Range<T>>, (usize, usize)> {
     ranges.sort_by_key(|(r, _)| r.start);
     for pair in ranges.windows(2) {
         if let [(a, la), (b, lb)] = pair {
@@ -274,7 +282,10 @@ mod tests {
             assert_eq!(asn(&db, "::1"), Some(64599), "{name}");
         }
         let mmdb = AsnDb::open(&fixture("loopback.mmdb")).unwrap();
-        assert_eq!(mmdb.name(Asn(64502), Some("127.0.0.2".parse().unwrap())).as_deref(), Some("Loopback net 2"));
+        assert_eq!(
+            mmdb.name(Asn(64502), Some("127.0.0.2".parse().unwrap())).as_deref(),
+            Some("Loopback net 2")
+        );
     }
 
     #[test]
@@ -285,7 +296,8 @@ mod tests {
         let path = dir.path().join("cut.mmdb");
         let bytes = std::fs::read(fixture("loopback.mmdb")).unwrap();
         // Keep the metadata (so it is recognised) but cut the search tree.
-        let marker = bytes.windows(MMDB_METADATA_MARKER.len()).position(|w| w == MMDB_METADATA_MARKER).unwrap();
+        let marker =
+            bytes.windows(MMDB_METADATA_MARKER.len()).position(|w| w == MMDB_METADATA_MARKER).unwrap();
         std::fs::write(&path, &bytes[marker..]).unwrap();
         match AsnDb::open(&path) {
             Err(e) => assert!(e.to_string().contains("cut.mmdb"), "{e}"),

@@ -85,10 +85,15 @@ async fn ingest(args: &BenchArgs) -> Result<()> {
     let prep = Instant::now();
     for i in 0..args.sensors {
         let key = NodeKey::generate(&mut rand::rngs::OsRng);
-        let (endpoint, conn, send, recv, welcome) =
-            client::raw_session(&key, token.tier, args.tier, IpAddr::V4(Ipv4Addr::LOCALHOST), Some(token.secret))
-                .await
-                .map_err(|e| anyhow!("sensor {i}: {e}"))?;
+        let (endpoint, conn, send, recv, welcome) = client::raw_session(
+            &key,
+            token.tier,
+            args.tier,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(token.secret),
+        )
+        .await
+        .map_err(|e| anyhow!("sensor {i}: {e}"))?;
         let hashing = CommunityHashing::new(welcome.hash_secret, welcome.epoch_secs);
         let base = u32::try_from(i).unwrap_or(0) << 24;
         let now = palisade_gossip::net::wall_clock();
@@ -109,9 +114,12 @@ async fn ingest(args: &BenchArgs) -> Result<()> {
             .chunks(MAX_REPORT_SIGNALS)
             .enumerate()
             .map(|(b, chunk)| {
-                palisade_proto::Message::Central(CentralMessage::Report(Report { batch: b as u64 + 1, signals: chunk.to_vec() }))
-                    .encode()
-                    .map_err(|e| anyhow!("{e}"))
+                palisade_proto::Message::Central(CentralMessage::Report(Report {
+                    batch: b as u64 + 1,
+                    signals: chunk.to_vec(),
+                }))
+                .encode()
+                .map_err(|e| anyhow!("{e}"))
             })
             .collect::<Result<_>>()?;
         sessions.push((endpoint, conn, send, recv, reports));
@@ -129,7 +137,9 @@ async fn ingest(args: &BenchArgs) -> Result<()> {
                 let mut acked = 0;
                 while acked < total {
                     while sent < total && sent - acked < window {
-                        palisade_gossip::net::write_frame(&mut send, &reports[sent]).await.map_err(|e| e.to_string())?;
+                        palisade_gossip::net::write_frame(&mut send, &reports[sent])
+                            .await
+                            .map_err(|e| e.to_string())?;
                         sent += 1;
                     }
                     let bytes = palisade_gossip::net::read_frame(&mut recv, MAX_MESSAGE_BYTES as u32)
@@ -194,7 +204,8 @@ async fn latency(args: &BenchArgs) -> Result<()> {
         let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, u8::try_from(r + 1).unwrap_or(1)));
         reporters.push(link(format!("reporter-{r}"), Some(ip), false)?);
     }
-    let (found_tx, mut found_rx) = tokio::sync::mpsc::channel::<(usize, palisade_proto::HashedIp, Instant)>(4096);
+    let (found_tx, mut found_rx) =
+        tokio::sync::mpsc::channel::<(usize, palisade_proto::HashedIp, Instant)>(4096);
     let mut hashing = None;
     for s in 0..args.subscribers {
         let mut sub = link(format!("subscriber-{s}"), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 30))), true)?;
@@ -238,7 +249,10 @@ async fn latency(args: &BenchArgs) -> Result<()> {
         }
         // Wait until the first reports are acknowledged, so the last one crosses.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while reporters[..reporters.len() - 1].iter().any(|r| r.handle.stats().in_flight + r.handle.stats().pending > 0) {
+        while reporters[..reporters.len() - 1]
+            .iter()
+            .any(|r| r.handle.stats().in_flight + r.handle.stats().pending > 0)
+        {
             if Instant::now() > deadline {
                 bail!("reports not acknowledged in 10 s");
             }
@@ -253,7 +267,11 @@ async fn latency(args: &BenchArgs) -> Result<()> {
         while seen.iter().any(|s| !s) {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(Some((s, h, at))) = tokio::time::timeout(left, found_rx.recv()).await else {
-                bail!("round {round}: only {} of {} subscribers got the entry in 30 s", seen.iter().filter(|s| **s).count(), seen.len());
+                bail!(
+                    "round {round}: only {} of {} subscribers got the entry in 30 s",
+                    seen.iter().filter(|s| **s).count(),
+                    seen.len()
+                );
             };
             if h == target && !seen[s] {
                 seen[s] = true;

@@ -108,10 +108,11 @@ pub fn main(command: CentralCommand, config: Option<&Path>) -> Result<ExitCode> 
         }
         CentralCommand::Tenant(TenantCommand::List { json }) => {
             let config = load(config)?;
-            let list: Vec<TenantInfo> = match super::admin::call(&config.admin_socket(), &AdminRequest::TenantList)? {
-                Some(v) => serde_json::from_value(v)?,
-                None => super::admin::tenant_list_offline(&config)?,
-            };
+            let list: Vec<TenantInfo> =
+                match super::admin::call(&config.admin_socket(), &AdminRequest::TenantList)? {
+                    Some(v) => serde_json::from_value(v)?,
+                    None => super::admin::tenant_list_offline(&config)?,
+                };
             if json {
                 println!("{}", serde_json::to_string(&list)?);
             } else {
@@ -155,10 +156,19 @@ pub fn main(command: CentralCommand, config: Option<&Path>) -> Result<ExitCode> 
 fn print_status(s: &Status) {
     let c = &s.counters;
     println!("central tier {}", s.tier);
-    println!("  list:      version {} (log from {}), {} entries listed, epoch {}", s.version, s.oldest_delta, s.listed, s.epoch);
-    println!("  consensus: {} hashed IPs tracked, {} live reports, {} network groups", s.tracked_ips, s.reports, s.groups);
+    println!(
+        "  list:      version {} (log from {}), {} entries listed, epoch {}",
+        s.version, s.oldest_delta, s.listed, s.epoch
+    );
+    println!(
+        "  consensus: {} hashed IPs tracked, {} live reports, {} network groups",
+        s.tracked_ips, s.reports, s.groups
+    );
     println!("  tenants:   {} ({} in the community)", s.tenants, s.tenants_community);
-    println!("  sensors:   {} enrolled, {} connected, {} subscribed", s.sensors, s.sensors_connected, s.subscribers);
+    println!(
+        "  sensors:   {} enrolled, {} connected, {} subscribed",
+        s.sensors, s.sensors_connected, s.subscribers
+    );
     let rejected: u64 = c.rejected.iter().sum();
     println!(
         "  signals:   {} received, {} taken in ({} community, {} private), {} rejected",

@@ -187,14 +187,22 @@ impl CommunityHashing {
 
 /// The community signal for a sighting: hashed with the community key of the
 /// sighting's epoch (never the fleet key), without a sealed IP, signed by `key`.
-pub fn community_signal(hashing: &CommunityHashing, sighting: &Sighting, key: &NodeKey, seq: u64) -> SignedSignal {
+pub fn community_signal(
+    hashing: &CommunityHashing,
+    sighting: &Sighting,
+    key: &NodeKey,
+    seq: u64,
+) -> SignedSignal {
     let (epoch, hashed_ip) = hashing.hash(sighting.ip, sighting.observed_at);
     Signal {
         origin: key.node_id(),
         seq,
         epoch,
         hashed_ip,
-        scenario: palisade_proto::central::truncate_text(&sighting.scenario, palisade_proto::signal::MAX_SCENARIO_LEN),
+        scenario: palisade_proto::central::truncate_text(
+            &sighting.scenario,
+            palisade_proto::signal::MAX_SCENARIO_LEN,
+        ),
         confidence: sighting.confidence.min(3),
         observed_at: sighting.observed_at,
         events_count: sighting.events_count,
@@ -335,7 +343,8 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -343,9 +352,9 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, LinkError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| LinkError::Config(format!("{} is damaged ({e}); delete it to start over", path.display()))),
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            LinkError::Config(format!("{} is damaged ({e}); delete it to start over", path.display()))
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(LinkError::Config(format!("reading {}: {e}", path.display()))),
     }
@@ -356,12 +365,18 @@ pub fn start(config: CentralLinkConfig, key: NodeKey) -> Result<CentralLink, Lin
     if config.addr.trim().is_empty() {
         return Err(LinkError::Config("the central tier's address is empty".into()));
     }
-    if config.batch == 0 || config.batch > MAX_REPORT_SIGNALS || config.window == 0 || config.max_pending == 0 {
+    if config.batch == 0 || config.batch > MAX_REPORT_SIGNALS || config.window == 0 || config.max_pending == 0
+    {
         return Err(LinkError::Config("batch must be 1 to 512, window and max_pending at least 1".into()));
     }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| LinkError::Config(format!("creating {}: {e}", config.data_dir.display())))?;
-    let token = config.token.as_deref().map(EnrollToken::from_text).transpose().map_err(|e| LinkError::Config(e.to_string()))?;
+    let token = config
+        .token
+        .as_deref()
+        .map(EnrollToken::from_text)
+        .transpose()
+        .map_err(|e| LinkError::Config(e.to_string()))?;
     let enrollment: Option<Enrollment> = read_json(&config.data_dir.join(ENROLLMENT_FILE))?;
     let saved_tier = enrollment.as_ref().and_then(|e| e.tier.parse::<NodeId>().ok());
     let mut tier = None;
@@ -428,7 +443,11 @@ pub fn start(config: CentralLinkConfig, key: NodeKey) -> Result<CentralLink, Lin
     };
     link.delivered.store(link.state.applied_version, Ordering::Relaxed);
     let task = tokio::spawn(link.run(commands_rx));
-    Ok(CentralLink { handle: CentralHandle { commands: commands_tx, hashing: hashing_rx, stats }, deltas: deltas_rx, task })
+    Ok(CentralLink {
+        handle: CentralHandle { commands: commands_tx, hashing: hashing_rx, stats },
+        deltas: deltas_rx,
+        task,
+    })
 }
 
 struct Link {
@@ -477,9 +496,14 @@ impl Link {
             return;
         }
         let path = self.config.data_dir.join(STATE_FILE);
-        match serde_json::to_string(&self.state).map_err(std::io::Error::other).and_then(|t| write_private(&path, &t)) {
+        match serde_json::to_string(&self.state)
+            .map_err(std::io::Error::other)
+            .and_then(|t| write_private(&path, &t))
+        {
             Ok(()) => self.dirty = false,
-            Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot save the central link state"),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot save the central link state")
+            }
         }
     }
 
@@ -606,7 +630,10 @@ impl Link {
             Some(CentralMessage::Refused(r)) => {
                 let fatal = matches!(
                     r.code,
-                    RefusalCode::UnknownToken | RefusalCode::NotEnrolled | RefusalCode::OtherTenant | RefusalCode::Banned
+                    RefusalCode::UnknownToken
+                        | RefusalCode::NotEnrolled
+                        | RefusalCode::OtherTenant
+                        | RefusalCode::Banned
                 );
                 return Err((format!("the tier refused this sensor: {} ({:?})", r.reason, r.code), fatal));
             }
@@ -622,7 +649,8 @@ impl Link {
         if self.enrolled.as_ref() != Some(&enrollment) {
             let path = self.config.data_dir.join(ENROLLMENT_FILE);
             let text = serde_json::to_string_pretty(&enrollment).map_err(|e| (e.to_string(), true))?;
-            write_private(&path, &text).map_err(|e| (format!("cannot save {}: {e}", path.display()), true))?;
+            write_private(&path, &text)
+                .map_err(|e| (format!("cannot save {}: {e}", path.display()), true))?;
             tracing::info!(tenant = %welcome.tenant, community = welcome.community, "enrolled with the central tier");
             self.enrolled = Some(enrollment);
         }
@@ -660,7 +688,11 @@ impl Link {
     }
 
     /// Serves one session until it ends or the caller stops the link.
-    async fn drive(&mut self, mut session: Session, commands: &mut mpsc::Receiver<LinkCommand>) -> (Flow, Option<String>) {
+    async fn drive(
+        &mut self,
+        mut session: Session,
+        commands: &mut mpsc::Receiver<LinkCommand>,
+    ) -> (Flow, Option<String>) {
         let mut save = tokio::time::interval(Duration::from_secs(1));
         let outcome = loop {
             let can_send = self.inflight.len() < self.config.window
@@ -769,7 +801,8 @@ pub(crate) async fn raw_session(
         quic_crypto_with(key, Arc::new(NodeVerifier::pinned(tier)), ALPN).map_err(|e| e.to_string())?;
     let mut endpoint = Endpoint::client((bind, 0).into()).map_err(|e| e.to_string())?;
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = endpoint.connect(addr, SERVER_NAME).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+    let conn =
+        endpoint.connect(addr, SERVER_NAME).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let hello = SensorHello { enroll, version: env!("CARGO_PKG_VERSION").to_owned() };
     send_message(&mut send, CentralMessage::Hello(hello)).await?;
@@ -834,7 +867,8 @@ async fn follow_inner(
     stats: Arc<Mutex<LinkStats>>,
 ) -> String {
     let Ok((mut send, mut recv)) = conn.open_bi().await else { return "cannot open the subscription".into() };
-    if let Err(e) = send_message(&mut send, CentralMessage::Subscribe(Subscribe { from_version: from })).await {
+    if let Err(e) = send_message(&mut send, CentralMessage::Subscribe(Subscribe { from_version: from })).await
+    {
         return e;
     }
     let mut version = from;
@@ -942,9 +976,16 @@ mod tests {
             labels: Default::default(),
         };
         let s = Sighting::from_overflow(&overflow).unwrap();
-        assert_eq!((s.ip, s.confidence, s.observed_at, s.events_count), ("2001:db8::7".parse().unwrap(), 3, Timestamp(9), 6));
+        assert_eq!(
+            (s.ip, s.confidence, s.observed_at, s.events_count),
+            ("2001:db8::7".parse().unwrap(), 3, Timestamp(9), 6)
+        );
         assert_eq!(s.scenario, "palisade/ssh-bf");
-        let range = Overflow { scope: palisade_proto::Scope::Range, value: "192.0.2.0/24".into(), ..overflow.clone() };
+        let range = Overflow {
+            scope: palisade_proto::Scope::Range,
+            value: "192.0.2.0/24".into(),
+            ..overflow.clone()
+        };
         assert_eq!(Sighting::from_overflow(&range), None);
         let empty = Overflow { value: String::new(), ..overflow };
         assert_eq!(Sighting::from_overflow(&empty), None);
@@ -955,13 +996,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let key = NodeKey::from_bytes(&[1; 32]);
-        let base = CentralLinkConfig { addr: "127.0.0.1:1".into(), data_dir: dir.path().into(), ..Default::default() };
+        let base = CentralLinkConfig {
+            addr: "127.0.0.1:1".into(),
+            data_dir: dir.path().into(),
+            ..Default::default()
+        };
         rt.block_on(async {
             let e = start(base.clone(), key.clone()).unwrap_err().to_string();
             assert!(e.contains("enrollment token"), "{e}");
-            let token = EnrollToken { tier: NodeKey::from_bytes(&[2; 32]).node_id(), secret: [3; 32] }.to_text();
+            let token =
+                EnrollToken { tier: NodeKey::from_bytes(&[2; 32]).node_id(), secret: [3; 32] }.to_text();
             let other = NodeKey::from_bytes(&[4; 32]).node_id();
-            let both = CentralLinkConfig { token: Some(token.clone()), tier_key: Some(other), ..base.clone() };
+            let both =
+                CentralLinkConfig { token: Some(token.clone()), tier_key: Some(other), ..base.clone() };
             let e = start(both, key.clone()).unwrap_err().to_string();
             assert!(e.contains("differs"), "{e}");
             let bad = CentralLinkConfig { token: Some("palisade-central-zz".into()), ..base.clone() };

@@ -144,7 +144,12 @@ impl Default for LimitsConfig {
 
 impl Default for PublishConfig {
     fn default() -> Self {
-        PublishConfig { tick_ms: 1_000, entry_ttl_hours: 48, delta_log_keep: 100_000, subscriber_queue: 4_096 }
+        PublishConfig {
+            tick_ms: 1_000,
+            entry_ttl_hours: 48,
+            delta_log_keep: 100_000,
+            subscriber_queue: 4_096,
+        }
     }
 }
 
@@ -268,7 +273,8 @@ mod tests {
     fn errors_name_the_key() {
         let base = "asn_database = \"x.tsv\"\n";
         let check = |extra: &str, key: &str| {
-            let c = CentralConfig::parse(&format!("{base}{extra}"), "c.toml").and_then(|c| c.validate().map(|_| c));
+            let c = CentralConfig::parse(&format!("{base}{extra}"), "c.toml")
+                .and_then(|c| c.validate().map(|_| c));
             let e = format!("{:#}", c.err().unwrap());
             assert!(e.contains(key), "{extra}: {e}");
         };

@@ -152,7 +152,10 @@ impl Guard {
             if s.enroll.len() >= MAX_ENROLL_SOURCES && !s.enroll.contains_key(&source) {
                 s.enroll.clear();
             }
-            s.enroll.entry(source).or_insert_with(|| TokenBucket::new(per_minute / 60.0, per_minute, now)).take(1.0, now);
+            s.enroll
+                .entry(source)
+                .or_insert_with(|| TokenBucket::new(per_minute / 60.0, per_minute, now))
+                .take(1.0, now);
         });
     }
 }

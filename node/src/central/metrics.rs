@@ -223,7 +223,12 @@ pub fn render(s: &Status) -> String {
             e.sample(name, labels, *v as f64);
         }
     };
-    counter(&mut e, "palisade_central_signals_received_total", "Signals received in reports.", &[(&[], c.signals_received)]);
+    counter(
+        &mut e,
+        "palisade_central_signals_received_total",
+        "Signals received in reports.",
+        &[(&[], c.signals_received)],
+    );
     counter(
         &mut e,
         "palisade_central_signals_accepted_total",
@@ -243,23 +248,48 @@ pub fn render(s: &Status) -> String {
         .map(|(o, v)| (vec![("outcome", *o)], v))
         .collect();
     let rows: Vec<(&[(&str, &str)], u64)> = outcomes.iter().map(|(l, v)| (l.as_slice(), *v)).collect();
-    counter(&mut e, "palisade_central_consensus_reports_total", "Community reports by consensus outcome.", &rows);
-    counter(&mut e, "palisade_central_deltas_published_total", "List deltas published.", &[(&[], c.deltas_published)]);
+    counter(
+        &mut e,
+        "palisade_central_consensus_reports_total",
+        "Community reports by consensus outcome.",
+        &rows,
+    );
+    counter(
+        &mut e,
+        "palisade_central_deltas_published_total",
+        "List deltas published.",
+        &[(&[], c.deltas_published)],
+    );
     counter(
         &mut e,
         "palisade_central_list_changes_total",
         "List entries published, by change.",
         &[(&[("change", "listed")], c.entries_listed), (&[("change", "delisted")], c.entries_delisted)],
     );
-    counter(&mut e, "palisade_central_deltas_sent_total", "Deltas sent to subscribers (signals out).", &[(&[], c.deltas_sent)]);
-    counter(&mut e, "palisade_central_entries_sent_total", "List entries sent to subscribers.", &[(&[], c.entries_sent)]);
+    counter(
+        &mut e,
+        "palisade_central_deltas_sent_total",
+        "Deltas sent to subscribers (signals out).",
+        &[(&[], c.deltas_sent)],
+    );
+    counter(
+        &mut e,
+        "palisade_central_entries_sent_total",
+        "List entries sent to subscribers.",
+        &[(&[], c.entries_sent)],
+    );
     counter(
         &mut e,
         "palisade_central_subscribers_dropped_total",
         "Subscribers disconnected for falling behind.",
         &[(&[], c.subscribers_dropped)],
     );
-    counter(&mut e, "palisade_central_reports_expired_total", "Stored reports expired.", &[(&[], c.reports_expired)]);
+    counter(
+        &mut e,
+        "palisade_central_reports_expired_total",
+        "Stored reports expired.",
+        &[(&[], c.reports_expired)],
+    );
     counter(&mut e, "palisade_central_enrollments_total", "Sensors enrolled.", &[(&[], c.enrollments)]);
     counter(
         &mut e,
@@ -283,7 +313,12 @@ pub fn render(s: &Status) -> String {
         &[],
     );
     e.sample("palisade_central_throttled_seconds_total", &[], c.throttled_ms as f64 / 1000.0);
-    counter(&mut e, "palisade_central_strikes_total", "Strikes against sensors for bad input.", &[(&[], c.strikes)]);
+    counter(
+        &mut e,
+        "palisade_central_strikes_total",
+        "Strikes against sensors for bad input.",
+        &[(&[], c.strikes)],
+    );
     counter(&mut e, "palisade_central_bans_total", "Sensors cut off for bad input.", &[(&[], c.bans)]);
     counter(
         &mut e,
@@ -303,7 +338,10 @@ pub fn render(s: &Status) -> String {
         &mut e,
         "palisade_central_sensors",
         "Enrolled sensors, and those connected now.",
-        &[(&[("state", "enrolled")], s.sensors as f64), (&[("state", "connected")], s.sensors_connected as f64)],
+        &[
+            (&[("state", "enrolled")], s.sensors as f64),
+            (&[("state", "connected")], s.sensors_connected as f64),
+        ],
     );
     gauge(
         &mut e,
@@ -315,10 +353,30 @@ pub fn render(s: &Status) -> String {
         ],
     );
     gauge(&mut e, "palisade_central_subscribers", "Live list subscriptions.", &[(&[], s.subscribers as f64)]);
-    gauge(&mut e, "palisade_central_listed_entries", "Entries on the community list.", &[(&[], s.listed as f64)]);
-    gauge(&mut e, "palisade_central_list_version", "The community list's version.", &[(&[], s.version as f64)]);
-    gauge(&mut e, "palisade_central_tracked_ips", "Hashed IPs with live reports.", &[(&[], s.tracked_ips as f64)]);
-    gauge(&mut e, "palisade_central_live_reports", "Live reports in the consensus.", &[(&[], s.reports as f64)]);
+    gauge(
+        &mut e,
+        "palisade_central_listed_entries",
+        "Entries on the community list.",
+        &[(&[], s.listed as f64)],
+    );
+    gauge(
+        &mut e,
+        "palisade_central_list_version",
+        "The community list's version.",
+        &[(&[], s.version as f64)],
+    );
+    gauge(
+        &mut e,
+        "palisade_central_tracked_ips",
+        "Hashed IPs with live reports.",
+        &[(&[], s.tracked_ips as f64)],
+    );
+    gauge(
+        &mut e,
+        "palisade_central_live_reports",
+        "Live reports in the consensus.",
+        &[(&[], s.reports as f64)],
+    );
     gauge(&mut e, "palisade_central_epoch", "The current hashing epoch.", &[(&[], f64::from(s.epoch))]);
     e.family("palisade_central_listed_score", "histogram", "Consensus scores of the listed entries.");
     let mut cumulative = 0;

@@ -64,7 +64,9 @@ async fn serve(config: CentralConfig) -> Result<()> {
     let asn_path = config.asn_database.clone().ok_or_else(|| anyhow!("`asn_database` is required"))?;
     let asn = asn::AsnDb::open(&asn_path)?;
     tracing::info!(database = %asn.origin(), "ASN database loaded");
-    let store = Arc::new(store::CentralStore::open(&config.db_dir(), config.sync_writes).map_err(|e| anyhow!("{e}"))?);
+    let store = Arc::new(
+        store::CentralStore::open(&config.db_dir(), config.sync_writes).map_err(|e| anyhow!("{e}"))?,
+    );
     let counters = Arc::new(metrics::Counters::default());
     let tier = tier::Tier::open(config.clone(), store.clone(), counters.clone())?;
     let key = tier.key();
@@ -76,7 +78,10 @@ async fn serve(config: CentralConfig) -> Result<()> {
     )?;
     let mut transport = quinn::TransportConfig::default();
     transport
-        .max_idle_timeout(quinn::IdleTimeout::try_from(std::time::Duration::from_secs(config.limits.idle_timeout_secs)).ok())
+        .max_idle_timeout(
+            quinn::IdleTimeout::try_from(std::time::Duration::from_secs(config.limits.idle_timeout_secs))
+                .ok(),
+        )
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(2))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .datagram_receive_buffer_size(None);

@@ -75,6 +75,13 @@ fn entry_json(e: &ListEntry) -> serde_json::Value {
     })
 }
 
+/// Writes one JSON line to stdout; `false` when stdout is gone (the reader quit).
+fn emit(value: &serde_json::Value) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{value}").and_then(|()| out.flush()).is_ok()
+}
+
 fn now() -> Timestamp {
     palisade_gossip::net::wall_clock()
 }
@@ -115,12 +122,15 @@ async fn sensor(args: SensorArgs) -> Result<ExitCode> {
                                 let found = handle.hashing().and_then(|h| {
                                     list.values().find(|e| h.key(e.epoch).hash(ip) == e.ip).cloned()
                                 });
-                                println!("{}", serde_json::json!({
+                                let answer = serde_json::json!({
                                     "event": "match",
                                     "ip": ip.to_string(),
                                     "listed": found.is_some(),
                                     "entry": found.as_ref().map(entry_json),
-                                }));
+                                });
+                                if !emit(&answer) {
+                                    break;
+                                }
                             }
                             Err(_) => eprintln!("palisade central sensor: not an address: {question:?}"),
                         }
@@ -157,7 +167,7 @@ async fn sensor(args: SensorArgs) -> Result<ExitCode> {
                     DeltaKind::Changes => ("changes", None),
                     DeltaKind::Snapshot { part, parts } => ("snapshot", Some((part, parts))),
                 };
-                println!("{}", serde_json::json!({
+                let printed = emit(&serde_json::json!({
                     "event": "delta",
                     "version": delta.version,
                     "kind": kind,
@@ -166,13 +176,18 @@ async fn sensor(args: SensorArgs) -> Result<ExitCode> {
                     "removed": delta.removed.iter().map(HashedIp::to_hex).collect::<Vec<_>>(),
                     "held": list.len(),
                 }));
+                if !printed {
+                    break;
+                }
                 handle.applied(&delta).await.map_err(|e| anyhow!("{e}"))?;
             }
             _ = ticker.tick() => {
                 let stats = handle.stats();
                 let text = serde_json::to_string(&stats).unwrap_or_default();
                 if text != last_stats {
-                    println!("{}", serde_json::json!({ "event": "stats", "stats": stats }));
+                    if !emit(&serde_json::json!({ "event": "stats", "stats": stats })) {
+                        break;
+                    }
                     last_stats = text;
                 }
                 if let Some(deadline) = drain_deadline {
@@ -185,12 +200,15 @@ async fn sensor(args: SensorArgs) -> Result<ExitCode> {
         }
     }
     let stats = handle.stats();
-    println!("{}", serde_json::json!({ "event": "stats", "stats": stats }));
+    emit(&serde_json::json!({ "event": "stats", "stats": stats }));
     handle.shutdown().await;
     let _ = link.task.await;
     let unsent = reported.saturating_sub(stats.accepted + stats.rejected.values().sum::<u64>());
     if unsent > 0 {
-        eprintln!("palisade central sensor: {unsent} signal(s) not acknowledged by the tier: {:?}", stats.last_error);
+        eprintln!(
+            "palisade central sensor: {unsent} signal(s) not acknowledged by the tier: {:?}",
+            stats.last_error
+        );
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)

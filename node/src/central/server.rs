@@ -229,7 +229,8 @@ async fn session(
     };
     if hello.enroll.is_some() && !ctx.guard.may_enroll(remote.ip(), ctx.elapsed()) {
         ctx.counters.refused(false);
-        refuse(&mut send, RefusalCode::Busy, "too many failed enrollments from this address; wait a minute").await;
+        refuse(&mut send, RefusalCode::Busy, "too many failed enrollments from this address; wait a minute")
+            .await;
         return Err((close::REFUSED, "enrollment rate".into()));
     }
     let (kick, mut kicked) = oneshot::channel();
@@ -391,20 +392,26 @@ fn precheck(s: &SignedSignal, sensor: &NodeId, epoch_secs: u32, now: Timestamp) 
 /// The subscription stream: catch up, then live deltas.
 async fn subscription(conn: Connection, sensor: NodeId, community: bool, ctx: Arc<Ctx>) {
     let Ok((mut send, mut recv)) = conn.accept_bi().await else { return };
-    let from = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, MAX_MESSAGE_BYTES as u32)).await {
-        Ok(Ok(bytes)) => match decode(&bytes) {
-            Some(CentralMessage::Subscribe(s)) => s.from_version,
-            _ => {
-                ctx.counters.malformed();
-                refuse(&mut send, RefusalCode::Protocol, "the first frame of a stream after the session must be subscribe")
+    let from =
+        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut recv, MAX_MESSAGE_BYTES as u32)).await {
+            Ok(Ok(bytes)) => match decode(&bytes) {
+                Some(CentralMessage::Subscribe(s)) => s.from_version,
+                _ => {
+                    ctx.counters.malformed();
+                    refuse(
+                        &mut send,
+                        RefusalCode::Protocol,
+                        "the first frame of a stream after the session must be subscribe",
+                    )
                     .await;
-                return;
-            }
-        },
-        _ => return,
-    };
+                    return;
+                }
+            },
+            _ => return,
+        };
     if !community {
-        refuse(&mut send, RefusalCode::NotCommunity, "this tenant did not opt in to the community list").await;
+        refuse(&mut send, RefusalCode::NotCommunity, "this tenant did not opt in to the community list")
+            .await;
         return;
     }
     let (reply, answer) = oneshot::channel();
@@ -526,8 +533,14 @@ mod tests {
         assert_eq!(precheck(&ok, &key.node_id(), period, now), None);
         assert_eq!(precheck(&signal(&key, 9, now), &key.node_id(), period, now), None, "previous epoch");
         assert_eq!(precheck(&ok, &other.node_id(), period, now), Some(RejectReason::ForeignOrigin));
-        assert_eq!(precheck(&signal(&key, 8, now), &key.node_id(), period, now), Some(RejectReason::WrongEpoch));
-        assert_eq!(precheck(&signal(&key, 11, now), &key.node_id(), period, now), Some(RejectReason::WrongEpoch));
+        assert_eq!(
+            precheck(&signal(&key, 8, now), &key.node_id(), period, now),
+            Some(RejectReason::WrongEpoch)
+        );
+        assert_eq!(
+            precheck(&signal(&key, 11, now), &key.node_id(), period, now),
+            Some(RejectReason::WrongEpoch)
+        );
         let future = signal(&key, 10, Timestamp::from_secs(10 * 3600 + 1800 + 3600));
         assert_eq!(precheck(&future, &key.node_id(), period, now), Some(RejectReason::Future));
         let mut sealed = ok.clone();

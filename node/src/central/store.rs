@@ -148,7 +148,8 @@ fn err(context: &str) -> impl Fn(rocksdb::Error) -> StoreError + '_ {
 }
 
 fn encode<T: Encode>(value: &T) -> Result<Vec<u8>, StoreError> {
-    bincode::encode_to_vec(value, bincode::config::standard()).map_err(|e| StoreError(format!("encoding: {e}")))
+    bincode::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| StoreError(format!("encoding: {e}")))
 }
 
 fn decode<T: Decode<()>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
@@ -258,8 +259,7 @@ impl CentralStore {
     pub fn each_report(&self, mut f: impl FnMut(HashedIp, NodeId, ReportRow)) -> Result<(), StoreError> {
         for item in self.db.iterator_cf(self.cf(CF_REPORTS)?, IteratorMode::Start) {
             let (key, value) = item.map_err(err("reading reports"))?;
-            let (Some(ip), Some(sensor)) =
-                (key.get(..32).and_then(node_id), key.get(32..).and_then(node_id))
+            let (Some(ip), Some(sensor)) = (key.get(..32).and_then(node_id), key.get(32..).and_then(node_id))
             else {
                 return Err(StoreError("corrupt report key".into()));
             };
@@ -285,7 +285,12 @@ impl CentralStore {
     /// Deletes reports received before `before` (ms), scanning at most `limit` rows from
     /// `cursor` (a report key; empty: the start). Returns where to go on next time
     /// (empty after the last row) and how many rows it deleted.
-    pub fn sweep_reports(&self, cursor: &[u8], limit: usize, before: i64) -> Result<(Vec<u8>, usize), StoreError> {
+    pub fn sweep_reports(
+        &self,
+        cursor: &[u8],
+        limit: usize,
+        before: i64,
+    ) -> Result<(Vec<u8>, usize), StoreError> {
         let reports = self.cf(CF_REPORTS)?;
         let mode = IteratorMode::From(cursor, Direction::Forward);
         let mut wb = WriteBatch::default();
@@ -381,7 +386,11 @@ mod tests {
             let store = CentralStore::open(dir.path(), false).unwrap();
             let mut batch = Batch::default();
             for i in 1..=5u8 {
-                batch.reports.push((HashedIp([i; 32]), key.node_id(), row(i64::from(i) * 1000, &key, u64::from(i))));
+                batch.reports.push((
+                    HashedIp([i; 32]),
+                    key.node_id(),
+                    row(i64::from(i) * 1000, &key, u64::from(i)),
+                ));
             }
             batch.reports.push((HashedIp([1; 32]), NodeId([9; 32]), row(7000, &key, 1)));
             let delta = ListDelta {
@@ -418,11 +427,12 @@ mod tests {
         }
         assert_eq!(deleted, 3);
         let mut left = 0;
-        store.each_report(|_, _, r| {
-            assert!(r.received >= 3500);
-            left += 1;
-        })
-        .unwrap();
+        store
+            .each_report(|_, _, r| {
+                assert!(r.received >= 3500);
+                left += 1;
+            })
+            .unwrap();
         assert_eq!(left, 3);
         let mut prune = Batch { prune_deltas_below: Some(2), ..Batch::default() };
         prune.version = Some(1);

@@ -13,8 +13,8 @@ use palisade_consensus::{
     SensorRecord, VerifiedAddress,
 };
 use palisade_proto::central::{
-    Ack, DeltaKind, EnrollToken, ListDelta, ListEntry, RefusalCode, RejectReason, Rejection,
-    Welcome, MAX_DELTA_ENTRIES, MAX_TENANT_NAME,
+    Ack, DeltaKind, EnrollToken, ListDelta, ListEntry, RefusalCode, RejectReason, Rejection, Welcome,
+    MAX_DELTA_ENTRIES, MAX_TENANT_NAME,
 };
 use palisade_proto::{Epoch, HashKey, HashedIp, NodeId, NodeKey, SignedSignal, Timestamp};
 use rand::RngCore;
@@ -273,7 +273,8 @@ impl Tier {
     fn restore(&mut self, now: Timestamp) -> Result<()> {
         self.refresh_allowlist(now)?;
         // Replay live community reports in arrival order.
-        let ttl = i64::try_from(self.config.consensus.report_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let ttl =
+            i64::try_from(self.config.consensus.report_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let mut replay: Vec<(i64, ConsensusReport)> = Vec::new();
         self.store
             .each_report(|_, sensor, row| {
@@ -347,7 +348,11 @@ impl Tier {
     }
 
     /// Runs the core until `commands` closes or `shutdown` fires.
-    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut shutdown: oneshot::Receiver<()>) -> Result<()> {
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: oneshot::Receiver<()>,
+    ) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.publish.tick_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -381,7 +386,8 @@ impl Tier {
         for cmd in group {
             match cmd {
                 Command::Report { sensor, address, batch: number, signals, reply } => {
-                    let ack = self.take_report(sensor, address, number, signals, now, &mut batch, &mut scenarios);
+                    let ack =
+                        self.take_report(sensor, address, number, signals, now, &mut batch, &mut scenarios);
                     acks.push((reply, ack));
                 }
                 other => later.push(other),
@@ -443,7 +449,9 @@ impl Tier {
     ) -> Ack {
         let mut ack = Ack { batch: number, accepted: 0, rejected: Vec::new() };
         let Some(state) = self.sensors.get_mut(&sensor) else {
-            ack.rejected = (0..signals.len() as u32).map(|index| Rejection { index, reason: RejectReason::Invalid }).collect();
+            ack.rejected = (0..signals.len() as u32)
+                .map(|index| Rejection { index, reason: RejectReason::Invalid })
+                .collect();
             return ack;
         };
         let community = self.tenants.get(&state.row.tenant).is_some_and(|t| t.community);
@@ -463,7 +471,8 @@ impl Tier {
             self.counters.accepted(community);
             let ip = signed.signal.hashed_ip;
             if community {
-                let outcome = self.consensus.ingest(&ConsensusReport::from_signal(&signed.signal, address), now);
+                let outcome =
+                    self.consensus.ingest(&ConsensusReport::from_signal(&signed.signal, address), now);
                 self.counters.outcome(outcome);
                 if matches!(outcome, IngestOutcome::Recorded { .. } | IngestOutcome::Refreshed { .. }) {
                     scenarios.insert(ip, (signed.signal.scenario.clone(), signed.signal.epoch));
@@ -472,7 +481,13 @@ impl Tier {
             batch.reports.push((
                 ip,
                 sensor,
-                ReportRow { received: now.0, asn: address.asn.0, net24: address.net24, community, signal: signed },
+                ReportRow {
+                    received: now.0,
+                    asn: address.asn.0,
+                    net24: address.net24,
+                    community,
+                    signal: signed,
+                },
             ));
         }
         state.dirty = true;
@@ -521,10 +536,9 @@ impl Tier {
                 *counts.entry(r.signal.signal.scenario.as_str()).or_default() += 1;
             }
             let scenario = counts.iter().max_by_key(|(_, n)| **n).map_or("unknown", |(s, _)| s).to_owned();
-            let epoch = rows.first().map_or_else(
-                || Epoch::containing(now, self.config.epoch_secs()),
-                |r| r.signal.signal.epoch,
-            );
+            let epoch = rows
+                .first()
+                .map_or_else(|| Epoch::containing(now, self.config.epoch_secs()), |r| r.signal.signal.epoch);
             (scenario, epoch)
         });
         ListEntry {
@@ -587,11 +601,14 @@ impl Tier {
             self.counters.delta_published(delta.added.len(), delta.removed.len());
             let entries = delta.added.len() + delta.removed.len();
             let signed = delta.sign(&self.key);
-            let message = palisade_proto::Message::Central(palisade_proto::central::CentralMessage::Delta(signed));
+            let message =
+                palisade_proto::Message::Central(palisade_proto::central::CentralMessage::Delta(signed));
             if let Ok(bytes) = message.encode() {
                 self.outgoing.push(Arc::new(Published { version: self.version, entries, bytes }));
             }
-            if let palisade_proto::Message::Central(palisade_proto::central::CentralMessage::Delta(signed)) = message {
+            if let palisade_proto::Message::Central(palisade_proto::central::CentralMessage::Delta(signed)) =
+                message
+            {
                 batch.deltas.push(signed);
             }
             if self.oldest_delta == 0 {
@@ -705,7 +722,10 @@ impl Tier {
         let named = enroll.map(|secret| self.by_token.get(&EnrollToken::secret_hash(&secret)).cloned());
         let tenant = match (self.sensors.get(&sensor), named) {
             (_, Some(None)) => {
-                return Ok(Err(refused(RefusalCode::UnknownToken, "the enrollment token names no tenant of this tier")))
+                return Ok(Err(refused(
+                    RefusalCode::UnknownToken,
+                    "the enrollment token names no tenant of this tier",
+                )))
             }
             (Some(s), Some(Some(t))) if s.row.tenant != t => {
                 return Ok(Err(refused(
@@ -740,7 +760,10 @@ impl Tier {
             }
         };
         let Some(record) = self.tenants.get(&tenant).cloned() else {
-            return Ok(Err(refused(RefusalCode::UnknownToken, format!("tenant {tenant:?} no longer exists"))));
+            return Ok(Err(refused(
+                RefusalCode::UnknownToken,
+                format!("tenant {tenant:?} no longer exists"),
+            )));
         };
         if record.community {
             self.consensus.observe_sensor(sensor, address, now);
