@@ -169,7 +169,7 @@ pub fn replay(config: &NodeConfig, args: &ReplayArgs) -> Result<ExitCode> {
                 alerts.push(o);
             }
             n += 1;
-            if n % 65536 == 0 {
+            if n.is_multiple_of(65536) {
                 if let Some(bar) = &progress {
                     bar.set_position(base + lines.consumed);
                 }

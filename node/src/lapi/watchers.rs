@@ -55,7 +55,7 @@ impl Alerts {
         alert["id"] = json!(id);
         let raw = serde_json::to_vec(&alert).map_err(|e| e.to_string())?;
         self.store.put_record(CF_ALERTS, &id.to_be_bytes(), &raw).map_err(|e| e.to_string())?;
-        if id > KEEP_ALERTS && id % 100 == 0 {
+        if id > KEEP_ALERTS && id.is_multiple_of(100) {
             let below = (id - KEEP_ALERTS).to_be_bytes();
             if let Err(e) = self.store.delete_records_below(CF_ALERTS, &below) {
                 tracing::warn!(error = %e, "pruning old alerts failed");
