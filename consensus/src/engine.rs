@@ -184,6 +184,25 @@ impl Consensus {
         }
     }
 
+    /// Marks `ip` as listed since `since`, as the tier's storage says it was before a
+    /// restart, without crediting anyone or emitting a change. Its reporters are treated
+    /// as already credited (they were, when it was listed). Returns `false` when no live
+    /// report of `ip` is held (the caller then publishes its delisting). For the tier's
+    /// own storage, like [`restore_sensor`](Self::restore_sensor); never for sensor input.
+    pub fn restore_listing(&mut self, ip: &HashedIp, since: Timestamp) -> bool {
+        let Some(state) = self.ips.get_mut(ip) else {
+            return false;
+        };
+        if state.listed_since.is_none() {
+            self.listed += 1;
+        }
+        state.listed_since = Some(since.0);
+        for e in &mut state.entries {
+            e.novel = false;
+        }
+        true
+    }
+
     /// A sensor's standing, for persistence.
     pub fn sensor_record(&self, sensor: &NodeId) -> Option<SensorRecord> {
         let s = self.sensors.get(*self.sensor_index.get(sensor)? as usize)?;

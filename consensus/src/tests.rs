@@ -360,3 +360,27 @@ proptest! {
         prop_assert_eq!(run(), run());
     }
 }
+
+#[test]
+fn restored_listings_hold_through_the_hysteresis_band_without_credit() {
+    let mut c = engine();
+    for g in 0..8 {
+        veteran(&mut c, g, 2000 + g);
+        c.ingest(&report(g, 2000 + g, 7, T0), Timestamp(T0));
+    }
+    // Eight groups: under the 12 needed to list, above half the threshold.
+    assert!(!c.is_listed(&ip(7)));
+    let before = c.sensor_record(&node(0)).unwrap();
+    assert!(c.restore_listing(&ip(7), Timestamp(T0 - 1000)));
+    assert!(c.is_listed(&ip(7)));
+    assert_eq!(c.stats().listed, 1);
+    assert!(c.drain_changes().is_empty(), "restoring publishes nothing");
+    assert_eq!(c.sensor_record(&node(0)).unwrap(), before, "restoring credits nobody");
+    // Still listed after a tick: the score is above the delisting level.
+    c.tick(Timestamp(T0 + 1000));
+    assert!(c.is_listed(&ip(7)));
+    // Restoring twice does not count it twice; an IP without reports is refused.
+    assert!(c.restore_listing(&ip(7), Timestamp(T0)));
+    assert_eq!(c.stats().listed, 1);
+    assert!(!c.restore_listing(&ip(8), Timestamp(T0)));
+}

@@ -629,9 +629,9 @@ impl Engine {
             }
             Message::RelayedJoin(request) => out.push(OutEvent::RelayedJoin { from, request }),
             Message::RelayedJoinReply { node, reply } => out.push(OutEvent::RelayedJoinReply { node, reply }),
-            Message::Hello(_) | Message::Join(_) | Message::JoinReply(_) => {
+            Message::Hello(_) | Message::Join(_) | Message::JoinReply(_) | Message::Central(_) => {
                 // The shell consumes the one Hello (or join exchange) of a connection;
-                // another is a protocol error.
+                // another, or a central-tier message, is a protocol error.
                 self.stats.malformed += 1;
                 self.penalize(from, PENALTY_SEVERE, now, "unexpected hello", out);
             }

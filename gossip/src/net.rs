@@ -1136,12 +1136,17 @@ impl Driver {
 }
 
 /// Why a frame could not be read.
-enum FrameError {
+#[derive(Debug)]
+pub enum FrameError {
+    /// The announced length is over the limit; the body was not read.
     Oversized(u64),
+    /// The stream ended or broke.
     Closed,
 }
 
-async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Vec<u8>, FrameError> {
+/// Reads one frame (little-endian `u32` length, then that many bytes), refusing any
+/// frame longer than `max` before reading its body.
+pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Vec<u8>, FrameError> {
     let mut header = [0u8; 4];
     recv.read_exact(&mut header).await.map_err(|_| FrameError::Closed)?;
     let len = u32::from_le_bytes(header);
@@ -1153,7 +1158,8 @@ async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Vec<u8>, FrameErr
     Ok(bytes)
 }
 
-async fn write_frame(send: &mut SendStream, bytes: &[u8]) -> Result<(), quinn::WriteError> {
+/// Writes one frame: the little-endian `u32` length of `bytes`, then `bytes`.
+pub async fn write_frame(send: &mut SendStream, bytes: &[u8]) -> Result<(), quinn::WriteError> {
     let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
     send.write_all(&len.to_le_bytes()).await?;
     send.write_all(bytes).await

@@ -89,13 +89,21 @@ pub type RevokedSet = Arc<RwLock<BTreeSet<NodeId>>>;
 #[derive(Debug)]
 pub struct NodeVerifier {
     revoked: RevokedSet,
+    /// When set, the one node accepted (a sensor pins its central tier's key).
+    only: Option<NodeId>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl NodeVerifier {
     /// A verifier that refuses the nodes in `revoked`.
     pub fn new(revoked: RevokedSet) -> Self {
-        NodeVerifier { revoked, algorithms: provider().signature_verification_algorithms }
+        NodeVerifier { revoked, only: None, algorithms: provider().signature_verification_algorithms }
+    }
+
+    /// A verifier that accepts `node` and no one else: how a sensor pins the key of its
+    /// central tier.
+    pub fn pinned(node: NodeId) -> Self {
+        NodeVerifier { only: Some(node), ..NodeVerifier::new(RevokedSet::default()) }
     }
 
     fn check(
@@ -109,7 +117,7 @@ impl NodeVerifier {
         let id = node_id_of(end_entity)
             .ok_or(rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
         let revoked = self.revoked.read().map(|set| set.contains(&id)).unwrap_or(true);
-        if revoked {
+        if revoked || self.only.is_some_and(|only| only != id) {
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
         }
         Ok(id)
@@ -216,14 +224,23 @@ pub fn quic_crypto(
     key: &NodeKey,
     revoked: RevokedSet,
 ) -> Result<(quinn::crypto::rustls::QuicServerConfig, quinn::crypto::rustls::QuicClientConfig), TlsError> {
+    quic_crypto_with(key, Arc::new(NodeVerifier::new(revoked)), ALPN)
+}
+
+/// quinn server and client crypto for a node key with a given peer verifier and ALPN
+/// protocol (the central tier uses its own ALPN, and sensors a [`NodeVerifier::pinned`]).
+pub fn quic_crypto_with(
+    key: &NodeKey,
+    verifier: Arc<NodeVerifier>,
+    alpn: &[u8],
+) -> Result<(quinn::crypto::rustls::QuicServerConfig, quinn::crypto::rustls::QuicClientConfig), TlsError> {
     let (cert, private) = node_certificate(key)?;
-    let verifier = Arc::new(NodeVerifier::new(revoked));
     let provider = Arc::new(provider());
     let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier.clone())
         .with_single_cert(vec![cert.clone()], private.clone_key())?;
-    server.alpn_protocols = vec![ALPN.to_vec()];
+    server.alpn_protocols = vec![alpn.to_vec()];
     // No session resumption: a resumed session skips certificate verification, and with
     // it the revocation check.
     server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -233,7 +250,7 @@ pub fn quic_crypto(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(vec![cert], private)?;
-    client.alpn_protocols = vec![ALPN.to_vec()];
+    client.alpn_protocols = vec![alpn.to_vec()];
     client.resumption = rustls::client::Resumption::disabled();
     let server = quinn::crypto::rustls::QuicServerConfig::try_from(server)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
@@ -259,6 +276,9 @@ mod tests {
         assert!(verifier.check(&cert, std::slice::from_ref(&cert)).is_err());
         revoked.write().unwrap().insert(key.node_id());
         assert!(verifier.check(&cert, &[]).is_err());
+        let other = NodeKey::generate(&mut OsRng);
+        assert_eq!(NodeVerifier::pinned(key.node_id()).check(&cert, &[]).unwrap(), key.node_id());
+        assert!(NodeVerifier::pinned(other.node_id()).check(&cert, &[]).is_err());
         quic_crypto(&key, revoked).unwrap();
     }
 }

@@ -55,6 +55,9 @@ enum Command {
     /// Check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The central tier: run it, manage its tenants, inspect it; a standalone sensor.
+    #[command(subcommand)]
+    Central(crate::central::cli::CentralCommand),
     /// Run consensus simulations (the same as the `palisade-sim` binary; `palisade sim --help`).
     #[command(disable_help_flag = true)]
     Sim {
@@ -361,6 +364,7 @@ pub fn main() -> Result<ExitCode> {
             output::hub_list(&hub, json);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Central(cmd) => crate::central::cli::main(cmd, cli.config.as_deref()),
         Command::Sim { args } => {
             Ok(palisade_sim::cli::main(std::iter::once(std::ffi::OsString::from("palisade sim")).chain(args)))
         }

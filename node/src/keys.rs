@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// Reads 32 hex-encoded bytes from `path`, creating the file with fresh random bytes
 /// (mode 0600) when it does not exist.
-fn load_or_create_32(path: &Path) -> Result<[u8; 32]> {
+pub fn load_or_create_32(path: &Path) -> Result<[u8; 32]> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let mut out = [0u8; 32];

@@ -6,6 +6,7 @@
 
 mod admin;
 mod bouncers;
+mod central;
 mod cli;
 mod config;
 mod fleet;

@@ -43,6 +43,31 @@ fn err(context: &str) -> impl Fn(rocksdb::Error) -> StoreError + '_ {
     move |e| StoreError(format!("{context}: {e}"))
 }
 
+/// Opens (creating if needed) the RocksDB database in `path` with `column_families`.
+///
+/// The CLI opens a database for a few milliseconds when no process answers on the
+/// admin socket; a daemon starting at that moment waits for it instead of failing.
+pub fn open_db(path: &Path, column_families: &[&str], opts: &Options) -> Result<DB, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let cfs = column_families.iter().map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
+        match DB::open_cf_descriptors(opts, path, cfs) {
+            Ok(db) => return Ok(db),
+            Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => {
+                let hint = if is_lock_error(&e) {
+                    " (is another palisade process using this data_dir?)"
+                } else {
+                    ""
+                };
+                return Err(StoreError(format!("opening {}: {e}{hint}", path.display())));
+            }
+        }
+    }
+}
+
 /// A raw key and value.
 pub type Record = (Vec<u8>, Vec<u8>);
 
@@ -74,26 +99,7 @@ impl RocksStore {
         opts.set_max_background_jobs(1);
         opts.set_block_based_table_factory(&table);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // The CLI opens the database for a few milliseconds when no node answers on the
-        // admin socket; a node starting at that moment waits for it instead of failing.
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
-        loop {
-            let cfs = COLUMN_FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
-            match DB::open_cf_descriptors(&opts, path, cfs) {
-                Ok(db) => return Ok(RocksStore { db }),
-                Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => {
-                    let hint = if is_lock_error(&e) {
-                        " (is another palisade process using this data_dir?)"
-                    } else {
-                        ""
-                    };
-                    return Err(StoreError(format!("opening {}: {e}{hint}", path.display())));
-                }
-            }
-        }
+        Ok(RocksStore { db: open_db(path, &COLUMN_FAMILIES, &opts)? })
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {

@@ -10,6 +10,7 @@
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use bincode::{Decode, Encode};
 
+use crate::central::CentralMessage;
 use crate::fleet::RevocationList;
 use crate::gossip::{Digest, Hello, JoinReply, JoinRequest, RangeRequest, MAX_MEMBERSHIP_BYTES};
 use crate::signal::SignedSignal;
@@ -48,6 +49,8 @@ pub enum Message {
     Join(JoinRequest),
     /// The answer to a join request.
     JoinReply(JoinReply),
+    /// Between a sensor and the central tier (see [`crate::central`]).
+    Central(CentralMessage),
     /// A join request a member relays to the admin node, over its own admitted
     /// connection: the member checked that `node` is the joiner's TLS identity.
     RelayedJoin(JoinRequest),
@@ -120,6 +123,7 @@ impl Message {
                 Ok(())
             }
             Message::JoinReply(reply) | Message::RelayedJoinReply { reply, .. } => reply.validate(),
+            Message::Central(message) => message.validate(),
         }
     }
 

@@ -11,6 +11,7 @@
 
 #![deny(missing_docs)]
 
+pub mod central;
 pub mod decision;
 pub mod envelope;
 pub mod fleet;

@@ -246,6 +246,21 @@ mod tests {
     }
 
     #[test]
+    fn batch_with_mixed_origins_checks_each_against_its_own_key() {
+        let (a, b) = (NodeKey::generate(&mut OsRng), NodeKey::generate(&mut OsRng));
+        let mut batch: Vec<_> = (1..=6).map(|i| signal(i).sign(if i % 3 == 0 { &b } else { &a })).collect();
+        // A signal of `a` claiming to be from `b` right after a real one of `b`.
+        batch[3].signal.origin = b.node_id();
+        batch[4].signal.origin = NodeId([0xff; 32]);
+        let results = verify_batch(&batch);
+        assert_eq!(results[3], Err(VerifyError::BadSignature));
+        assert!(matches!(results[4], Err(VerifyError::BadOrigin | VerifyError::BadSignature)));
+        for i in [0, 1, 2, 5] {
+            assert_eq!(results[i], Ok(()), "signal {i}");
+        }
+    }
+
+    #[test]
     fn sealed_ip_is_bound_to_its_signal() {
         let node = NodeKey::generate(&mut OsRng);
         let seal = SealKey::derive(&[5; 32]);
