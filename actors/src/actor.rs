@@ -151,6 +151,24 @@ impl Handler<SignOverflows> for ReputationActor {
     }
 }
 
+/// Drop flags from the on-sight check: these hashes, and every flag of `all_of`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Unwatch {
+    /// Hashes no longer flagged.
+    pub hashes: Vec<palisade_proto::HashedIp>,
+    /// An origin whose flags all go (a new community snapshot).
+    pub all_of: Option<palisade_proto::Origin>,
+}
+
+impl Handler<Unwatch> for ScenarioActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unwatch, _: &mut Self::Context) {
+        self.pipeline.unwatch(&msg.hashes, msg.all_of.as_ref());
+    }
+}
+
 /// Verified signals of other fleet members, received at the given time.
 #[derive(Debug, Message)]
 #[rtype(result = "crate::reputation::FleetOutcome")]

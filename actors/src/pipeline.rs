@@ -66,6 +66,11 @@ impl Pipeline {
         self.watch.add(flags);
     }
 
+    /// Drops flags (see [`Watchlist::remove`]).
+    pub fn unwatch(&mut self, hashes: &[palisade_proto::HashedIp], all_of: Option<&palisade_proto::Origin>) {
+        self.watch.remove(hashes, all_of);
+    }
+
     /// The on-sight check's counters.
     pub fn watch_stats(&self) -> WatchStats {
         self.watch.stats()

@@ -112,6 +112,20 @@ impl Watchlist {
         Some(flag)
     }
 
+    /// Drops the flags of these hashes, and with `all_of` every flag of that origin.
+    pub fn remove(&mut self, hashes: &[HashedIp], all_of: Option<&Origin>) {
+        let before = self.entries.len();
+        for h in hashes {
+            self.entries.remove(h);
+        }
+        if let Some(origin) = all_of {
+            self.entries.retain(|_, f| f.origin != *origin);
+        }
+        if self.entries.len() < before {
+            self.removed = true;
+        }
+    }
+
     /// The overflow an event from `ip` matching `flag` produces, at `at`.
     pub fn overflow(flag: &Flag, ip: IpAddr, at: Timestamp) -> Overflow {
         let value = ip.to_string();
@@ -191,5 +205,13 @@ mod tests {
         assert!(list.check("198.51.100.2".parse().unwrap()).is_some());
         list.prune(Timestamp(400));
         assert!(list.is_empty() && list.keys.is_empty());
+        list.add(vec![flag(1, 7, "198.51.100.1", 900), flag(1, 7, "198.51.100.2", 900)]);
+        let community = Flag { origin: Origin::Community, ..flag(2, 7, "198.51.100.3", 900) };
+        list.add(vec![community]);
+        list.remove(&[HashKey::derive(&[1; 32], Epoch(7)).hash("198.51.100.1".parse().unwrap())], None);
+        assert_eq!(list.stats().watched, 2);
+        list.remove(&[], Some(&Origin::Community));
+        assert_eq!(list.stats().watched, 1);
+        assert!(list.check("198.51.100.2".parse().unwrap()).is_some());
     }
 }

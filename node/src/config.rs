@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub bouncer: crate::nft::BouncerConfig,
     /// Fleet gossip (used once the node is in a fleet).
     pub gossip: palisade_gossip::GossipConfig,
+    /// The central tier (community list).
+    pub central: crate::community::CentralConfig,
 }
 
 impl Default for NodeConfig {
@@ -57,6 +59,7 @@ impl Default for NodeConfig {
             metrics: crate::metrics::MetricsConfig::default(),
             bouncer: crate::nft::BouncerConfig::default(),
             gossip: palisade_gossip::GossipConfig::default(),
+            central: crate::community::CentralConfig::default(),
         }
     }
 }
@@ -180,6 +183,7 @@ impl NodeConfig {
         self.metrics.validate()?;
         self.bouncer.nftables.validate()?;
         self.gossip.validate().map_err(|e| ConfigError::new(format!("gossip.{}", e.key), e.problem))?;
+        self.central.validate()?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@ mod admin;
 mod bouncers;
 mod central;
 mod cli;
+mod community;
 mod config;
 mod fleet;
 mod hub;

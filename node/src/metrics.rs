@@ -187,6 +187,8 @@ pub struct Sources {
     pub scenario: actix::Addr<palisade_actors::actor::ScenarioActor>,
     /// The fleet layer.
     pub fleet: Arc<crate::fleet::Fleet>,
+    /// The link to the central tier, when configured.
+    pub community: Option<Arc<crate::community::Community>>,
     /// When the node started (seconds since the epoch).
     pub started: f64,
 }
@@ -423,8 +425,66 @@ pub async fn render(s: &Sources) -> String {
     }
 
     fleet(&mut e, &s.fleet).await;
+    if let Some(c) = &s.community {
+        community(&mut e, c);
+    }
     process(&mut e, s.started);
     e.finish()
+}
+
+/// The link to the central tier and the community list.
+fn community(e: &mut Exposition, c: &crate::community::Community) {
+    let st = c.handle.stats();
+    let gauge = |e: &mut Exposition, name: &str, help: &str, v: f64| {
+        e.family(name, "gauge", help);
+        e.sample(name, &[], v);
+    };
+    gauge(
+        e,
+        "palisade_central_connected",
+        "1 while the link to the central tier is up.",
+        f64::from(u8::from(st.connected)),
+    );
+    gauge(
+        e,
+        "palisade_central_pending_sightings",
+        "Own detections waiting to be sent to the central tier.",
+        st.pending as f64,
+    );
+    e.family(
+        "palisade_central_sightings_total",
+        "counter",
+        "Own detections for the central tier, by outcome.",
+    );
+    for (k, v) in [
+        ("sent", st.sent),
+        ("accepted", st.accepted),
+        ("dropped_queue_full", c.list.sightings_dropped.load(Ordering::Relaxed)),
+    ] {
+        e.sample("palisade_central_sightings_total", &[("outcome", k)], v as f64);
+    }
+    e.family("palisade_central_rejected_total", "counter", "Reports the central tier refused, by reason.");
+    for (reason, v) in &st.rejected {
+        e.sample("palisade_central_rejected_total", &[("reason", reason)], *v as f64);
+    }
+    gauge(
+        e,
+        "palisade_community_list_version",
+        "Version of the community list applied.",
+        st.applied_version as f64,
+    );
+    gauge(
+        e,
+        "palisade_community_listed",
+        "Addresses on the community list held (by hash).",
+        c.list.len() as f64,
+    );
+    e.family(
+        "palisade_community_lookup_hits_total",
+        "counter",
+        "Bouncer lookups of a community-listed address.",
+    );
+    e.sample("palisade_community_lookup_hits_total", &[], c.list.lookup_hits.load(Ordering::Relaxed) as f64);
 }
 
 /// The fleet: gossip endpoint, reputation policy, propagation delay.

@@ -148,7 +148,20 @@ pub fn run(config: NodeConfig) -> Result<()> {
             publisher,
         )
         .await?;
-        let stages = Stages { scenario, reputation, decisions: decisions.clone(), gossip };
+        let community = crate::community::Community::start(
+            &config.central,
+            &config.data_dir,
+            key.clone(),
+            scenario.clone(),
+        )?
+        .map(Arc::new);
+        let stages = Stages {
+            scenario,
+            reputation,
+            decisions: decisions.clone(),
+            gossip,
+            community: community.clone(),
+        };
         let lapi = if config.api.enabled {
             let lapi = crate::lapi::Lapi {
                 book: book.clone(),
@@ -159,6 +172,7 @@ pub fn run(config: NodeConfig) -> Result<()> {
                 jwt: crate::machines::Jwt::new(jwt_key),
                 decisions: decisions.clone(),
                 alerts: alerts.clone(),
+                community: community.as_ref().map(|c| c.list.clone()),
             };
             let running = crate::lapi::start(&config.api, lapi)?;
             let tls = config.api.tls_cert.is_some();
@@ -181,6 +195,7 @@ pub fn run(config: NodeConfig) -> Result<()> {
                 ingest: ingest.stats().to_vec(),
                 scenario: stages.scenario.clone(),
                 fleet: fleet.clone(),
+                community: community.clone(),
                 started: wall_clock().as_millis() as f64 / 1000.0,
             };
             let (addr, handle) = crate::metrics::start(&config.metrics, sources)?;
@@ -232,6 +247,9 @@ pub fn run(config: NodeConfig) -> Result<()> {
         // The sources dropped their senders: the bridge drains what is left and ends.
         let _ = bridge.await;
         fleet.stop().await;
+        if let Some(community) = &community {
+            community.handle.shutdown().await;
+        }
         let _ = std::fs::remove_file(&admin_listener_path);
         scenario_arbiter.stop();
         decision_arbiter.stop();
@@ -259,6 +277,8 @@ struct Stages {
     decisions: Addr<DecisionActor>,
     /// The fleet's gossip endpoint while the node is a member.
     gossip: watch::Receiver<Option<palisade_gossip::GossipHandle>>,
+    /// The link to the central tier, when configured.
+    community: Option<Arc<crate::community::Community>>,
 }
 
 impl Stages {
@@ -270,6 +290,9 @@ impl Stages {
     ) -> Result<()> {
         if overflows.is_empty() && checkpoint.is_none() {
             return Ok(());
+        }
+        if let Some(community) = &self.community {
+            community.report(&overflows);
         }
         let overflows = Arc::new(overflows);
         let signals = if overflows.is_empty() {

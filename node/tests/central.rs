@@ -7,126 +7,17 @@
 
 mod common;
 
+use common::tier::*;
+
 use palisade_proto::central::{CentralMessage, EnrollToken, RejectReason, Report, SensorHello};
 use palisade_proto::{Epoch, HashKey, Message, NodeKey, Signal, SignedSignal};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A test consensus: full trust at once, 3 networks and a score of 1.5 to list (a
-/// sensor at confidence 3 gives its network 0.63).
-const CONSENSUS: &str = "[consensus]\nnew_sensor_trust = 1.0\nmin_groups = 3\nlist_threshold = 1.5\n";
-
-struct Tier {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Tier {
-    fn new() -> Tier {
-        let dir = tempfile::tempdir().unwrap();
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/asn/loopback.mmdb");
-        let config = format!(
-            "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\nasn_database = {:?}\n[publish]\ntick_ms = 100\ndelta_log_keep = 1\n\
-             [metrics]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info,palisade=debug\"\n{CONSENSUS}",
-            dir.path().join("data").display().to_string(),
-            fixture.display().to_string(),
-        );
-        std::fs::write(dir.path().join("central.toml"), config).unwrap();
-        Tier { dir, child: None }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("central.toml")
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("central.log")
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(common::bin())
-            .arg("--config")
-            .arg(self.config())
-            .arg("central")
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn start(&mut self) {
-        let before = self.listening_lines();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
-        let child = Command::new(common::bin())
-            .arg("--config")
-            .arg(self.config())
-            .args(["central", "run"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.listening_lines() == before {
-            assert!(Instant::now() < deadline, "tier did not start:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(self.log()).unwrap_or_default()
-    }
-
-    fn listening_lines(&self) -> usize {
-        self.log_text().matches("central tier listening").count()
-    }
-
-    fn listening(&self, what: &str) -> SocketAddr {
-        let text = self.log_text();
-        let line = text.lines().rev().find(|l| l.contains(&format!("{what} listening"))).unwrap();
-        line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap()
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.listening("central tier")
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn tenant(&self, name: &str, community: bool) -> String {
-        let flag = if community { "--community" } else { "--no-community" };
-        let out = self.cli(&["tenant", "add", name, flag, "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["token"].as_str().unwrap().to_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.cli(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn status(&self) -> Value {
-        self.json(&["status", "--json"])
-    }
-}
-
-impl Drop for Tier {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// A `palisade central sensor` process.
 struct Sensor {

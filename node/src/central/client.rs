@@ -51,7 +51,7 @@ use tokio::task::JoinHandle;
 use super::server::ALPN;
 
 const ENROLLMENT_FILE: &str = "central-enrollment.json";
-const STATE_FILE: &str = "central-state.json";
+pub(crate) const STATE_FILE: &str = "central-state.json";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_QUEUE: usize = 16;
 
@@ -135,7 +135,8 @@ impl Sighting {
     #[allow(dead_code)] // the node's wiring of the link calls it; until then, the tests
     pub fn from_overflow(overflow: &palisade_actors::event::Overflow) -> Option<Sighting> {
         // Only this node's own detections: a fleet or community ban is not a sighting.
-        if overflow.scope != palisade_proto::Scope::Ip || overflow.origin != palisade_proto::Origin::Palisade {
+        if overflow.scope != palisade_proto::Scope::Ip || overflow.origin != palisade_proto::Origin::Palisade
+        {
             return None;
         }
         Some(Sighting {

@@ -809,6 +809,12 @@ impl Tier {
             entries.sort_by_key(|e| e.ip);
             CatchUp::Snapshot { version: self.version, entries }
         };
+        let kind = match &catch_up {
+            CatchUp::UpToDate => "up_to_date",
+            CatchUp::Log { .. } => "delta_log",
+            CatchUp::Snapshot { .. } => "snapshot",
+        };
+        tracing::info!(sensor = %sensor.short(), from, version = self.version, catch_up = kind, "subscription");
         self.subscribers.retain(|s| s.sensor != sensor);
         self.subscribers.push(Subscriber { sensor, tx });
         Ok(Subscription { catch_up, live })

@@ -112,6 +112,8 @@ pub struct Lapi {
     pub decisions: actix::Addr<palisade_actors::actor::DecisionActor>,
     /// Alerts pushed by machines.
     pub alerts: Arc<watchers::Alerts>,
+    /// The community list (hashed addresses), when the node follows the central tier.
+    pub community: Option<Arc<crate::community::CommunityList>>,
 }
 
 /// A running Local API.
@@ -309,6 +311,9 @@ async fn decisions(req: HttpRequest, lapi: web::Data<Lapi>) -> HttpResponse {
         Err(response) => return response,
     };
     let now = (lapi.clock)();
+    if let Some(ip) = q.ip {
+        community_on_lookup(&lapi, ip, now).await;
+    }
     let mut body = Vec::new();
     {
         let book = lapi.book.read();
@@ -320,6 +325,33 @@ async fn decisions(req: HttpRequest, lapi: web::Data<Lapi>) -> HttpResponse {
         json::close(&mut body, first);
     }
     HttpResponse::Ok().content_type("application/json").body(body)
+}
+
+/// The community list names addresses by hash only: a lookup of a listed address that
+/// no decision covers yet makes its decision (origin `community`) before answering.
+async fn community_on_lookup(lapi: &Lapi, ip: std::net::IpAddr, now: Timestamp) {
+    let Some(list) = &lapi.community else { return };
+    if lapi.book.read().containing(ip).any(|d| d.is_active(now)) {
+        return;
+    }
+    let Some((scenario, until)) = list.lookup(ip, now) else { return };
+    let request = palisade_actors::decision::NewDecision {
+        origin: palisade_proto::Origin::Community,
+        kind: palisade_proto::DecisionType::Ban,
+        scope: palisade_proto::Scope::Ip,
+        value: ip.to_string(),
+        duration: until.since(now),
+        scenario: scenario.to_string(),
+        simulated: false,
+    };
+    match lapi.decisions.send(palisade_actors::actor::AddDecision(request)).await {
+        Ok(Ok(Ok(_))) => {
+            tracing::info!(value = %ip, scenario = %scenario, "community-listed address banned on lookup")
+        }
+        Ok(Ok(Err(e))) => tracing::debug!(value = %ip, error = %e, "community listing not applied"),
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot persist a community decision"),
+        Err(e) => tracing::warn!(error = %e, "decision actor unavailable"),
+    }
 }
 
 /// `GET /v1/decisions/stream`.

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 pub mod netns;
+pub mod tier;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
