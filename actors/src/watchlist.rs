@@ -205,6 +205,11 @@ mod tests {
         assert!(list.check("198.51.100.2".parse().unwrap()).is_some());
         list.prune(Timestamp(400));
         assert!(list.is_empty() && list.keys.is_empty());
+    }
+
+    #[test]
+    fn flags_are_removed_by_hash_or_by_origin() {
+        let mut list = Watchlist::new(10);
         list.add(vec![flag(1, 7, "198.51.100.1", 900), flag(1, 7, "198.51.100.2", 900)]);
         let community = Flag { origin: Origin::Community, ..flag(2, 7, "198.51.100.3", 900) };
         list.add(vec![community]);
