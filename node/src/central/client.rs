@@ -54,6 +54,9 @@ const ENROLLMENT_FILE: &str = "central-enrollment.json";
 const STATE_FILE: &str = "central-state.json";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_QUEUE: usize = 16;
+/// `delivered` while a snapshot is half handed over: the caller dropped its list at part
+/// 0, so the next subscription must start from nothing.
+const MID_SNAPSHOT: u64 = u64::MAX;
 
 /// How to reach and use the central tier.
 #[derive(Debug, Clone)]
@@ -729,7 +732,10 @@ impl Link {
         let reader = tokio::spawn(read_acks(recv, acks_tx));
         let (ended_tx, ended) = mpsc::channel(1);
         let follower = (self.config.subscribe && welcome.community).then(|| {
-            let from = self.delivered.load(Ordering::Relaxed).max(self.state.applied_version);
+            let from = match self.delivered.load(Ordering::Relaxed) {
+                MID_SNAPSHOT => 0,
+                delivered => delivered.max(self.state.applied_version),
+            };
             tokio::spawn(follow(
                 conn.clone(),
                 from,
@@ -974,7 +980,7 @@ async fn follow_inner(
                 }
                 if part == 0 {
                     // The list is being replaced: until the last part, resume from scratch.
-                    delivered.store(0, Ordering::Relaxed);
+                    delivered.store(MID_SNAPSHOT, Ordering::Relaxed);
                 }
                 if part + 1 == parts {
                     snapshot = None;
