@@ -106,69 +106,6 @@ impl Default for CentralLinkConfig {
     }
 }
 
-/// The `[central]` section of a node's configuration, for the node's config tree:
-///
-/// ```toml
-/// [central]
-/// addr = "central.example.net:7950"     # the tier's QUIC address
-/// token = "palisade-central-..."        # the tenant's token (needed until enrolled)
-/// # tier_key = "64 hex"                 # pin another way than the token
-/// # subscribe = true                    # follow the community list (opted-in tenants)
-/// # bind = "192.0.2.10"                 # source address on multi-homed hosts
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // read by the node's configuration once the link is wired into `run`
-pub struct CentralSection {
-    /// The tier's QUIC address, `host:port`.
-    pub addr: String,
-    /// The tenant's enrollment token.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// The tier's public key, 64 hex characters.
-    #[serde(default)]
-    pub tier_key: Option<String>,
-    /// Follow the community list.
-    #[serde(default = "default_subscribe")]
-    pub subscribe: bool,
-    /// Local address to send from.
-    #[serde(default)]
-    pub bind: Option<IpAddr>,
-}
-
-fn default_subscribe() -> bool {
-    true
-}
-
-#[allow(dead_code)] // see `CentralSection`
-impl CentralSection {
-    /// The link's configuration, keeping its files in `<data_dir>/central`. Errors name
-    /// the key.
-    pub fn link_config(&self, data_dir: &Path) -> Result<CentralLinkConfig, LinkError> {
-        if self.addr.trim().is_empty() {
-            return Err(LinkError::Config("`central.addr` is empty: give the tier's host:port".into()));
-        }
-        if let Some(token) = &self.token {
-            EnrollToken::from_text(token).map_err(|e| LinkError::Config(format!("`central.token`: {e}")))?;
-        }
-        let tier_key = self
-            .tier_key
-            .as_deref()
-            .map(str::parse::<NodeId>)
-            .transpose()
-            .map_err(|e| LinkError::Config(format!("`central.tier_key`: {e}")))?;
-        Ok(CentralLinkConfig {
-            addr: self.addr.trim().to_owned(),
-            token: self.token.clone(),
-            tier_key,
-            data_dir: data_dir.join("central"),
-            bind: self.bind,
-            subscribe: self.subscribe,
-            ..CentralLinkConfig::default()
-        })
-    }
-}
-
 /// Why the link could not start or a command could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -1062,21 +999,6 @@ mod tests {
         assert_eq!(Sighting::from_overflow(&range), None);
         let empty = Overflow { value: String::new(), ..overflow };
         assert_eq!(Sighting::from_overflow(&empty), None);
-    }
-
-    #[test]
-    fn the_node_section_parses_and_errors_name_the_key() {
-        let token = EnrollToken { tier: NodeKey::from_bytes(&[2; 32]).node_id(), secret: [3; 32] }.to_text();
-        let section: CentralSection =
-            toml::from_str(&format!("addr = \"tier:7950\"\ntoken = \"{token}\"")).unwrap();
-        let config = section.link_config(Path::new("/var/lib/palisade")).unwrap();
-        assert_eq!(config.data_dir, Path::new("/var/lib/palisade/central"));
-        assert!(config.subscribe);
-        let bad: CentralSection = toml::from_str("addr = \"x:1\"\ntier_key = \"zz\"").unwrap();
-        assert!(bad.link_config(Path::new("/d")).unwrap_err().to_string().contains("central.tier_key"));
-        let bad: CentralSection = toml::from_str("addr = \"x:1\"\ntoken = \"nope\"").unwrap();
-        assert!(bad.link_config(Path::new("/d")).unwrap_err().to_string().contains("central.token"));
-        assert!(toml::from_str::<CentralSection>("addr = \"x:1\"\nbogus = 1").is_err());
     }
 
     #[test]
