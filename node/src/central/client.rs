@@ -54,6 +54,9 @@ const ENROLLMENT_FILE: &str = "central-enrollment.json";
 pub(crate) const STATE_FILE: &str = "central-state.json";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_QUEUE: usize = 16;
+/// `delivered` while a snapshot is half handed over: the caller dropped its list at part
+/// 0, so the next subscription must start from nothing.
+const MID_SNAPSHOT: u64 = u64::MAX;
 
 /// How to reach and use the central tier.
 #[derive(Debug, Clone)]
@@ -254,6 +257,8 @@ enum LinkCommand {
 #[derive(Clone)]
 pub struct CentralHandle {
     commands: mpsc::Sender<LinkCommand>,
+    /// Wakes the link out of a connection attempt when the caller stops it.
+    stop: Arc<tokio::sync::Notify>,
     hashing: watch::Receiver<Option<CommunityHashing>>,
     stats: Arc<Mutex<LinkStats>>,
 }
@@ -306,6 +311,7 @@ impl CentralHandle {
 
     /// Saves the resume point and closes the session.
     pub async fn shutdown(&self) {
+        self.stop.notify_one();
         let (tx, rx) = oneshot::channel();
         if self.commands.send(LinkCommand::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
@@ -444,12 +450,10 @@ pub fn start(config: CentralLinkConfig, key: NodeKey) -> Result<CentralLink, Lin
         config,
     };
     link.delivered.store(link.state.applied_version, Ordering::Relaxed);
-    let task = tokio::spawn(link.run(commands_rx));
-    Ok(CentralLink {
-        handle: CentralHandle { commands: commands_tx, hashing: hashing_rx, stats },
-        deltas: deltas_rx,
-        task,
-    })
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let task = tokio::spawn(link.run(commands_rx, stop.clone()));
+    let handle = CentralHandle { commands: commands_tx, stop, hashing: hashing_rx, stats };
+    Ok(CentralLink { handle, deltas: deltas_rx, task })
 }
 
 struct Link {
@@ -509,11 +513,14 @@ impl Link {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<LinkCommand>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<LinkCommand>, stop: Arc<tokio::sync::Notify>) {
         let mut backoff = self.config.backoff_min;
         let mut endpoint: Option<Endpoint> = None;
         loop {
-            let attempt = self.open(&mut endpoint).await;
+            let attempt = tokio::select! {
+                attempt = self.open(&mut endpoint) => attempt,
+                _ = stop.notified() => break,
+            };
             match attempt {
                 Ok(session) => {
                     backoff = self.config.backoff_min;
@@ -664,7 +671,10 @@ impl Link {
         let reader = tokio::spawn(read_acks(recv, acks_tx));
         let (ended_tx, ended) = mpsc::channel(1);
         let follower = (self.config.subscribe && welcome.community).then(|| {
-            let from = self.delivered.load(Ordering::Relaxed).max(self.state.applied_version);
+            let from = match self.delivered.load(Ordering::Relaxed) {
+                MID_SNAPSHOT => 0,
+                delivered => delivered.max(self.state.applied_version),
+            };
             tokio::spawn(follow(
                 conn.clone(),
                 from,
@@ -909,7 +919,7 @@ async fn follow_inner(
                 }
                 if part == 0 {
                     // The list is being replaced: until the last part, resume from scratch.
-                    delivered.store(0, Ordering::Relaxed);
+                    delivered.store(MID_SNAPSHOT, Ordering::Relaxed);
                 }
                 if part + 1 == parts {
                     snapshot = None;

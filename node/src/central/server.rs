@@ -221,9 +221,9 @@ async fn session(
         .map_err(|_| (close::REFUSED, "no hello in time".to_owned()))?
         .map_err(|_| (close::REFUSED, "hello unreadable".to_owned()))?;
     let Some(CentralMessage::Hello(hello)) = decode(&bytes) else {
+        // No strike: the key is not admitted yet, and keys cost nothing to make, so
+        // remembering it would only let strangers grow the guard's table.
         ctx.counters.malformed();
-        let banned = ctx.guard.strike(sensor, 1, ctx.elapsed());
-        ctx.counters.strike(1, banned);
         refuse(&mut send, RefusalCode::Protocol, "the first frame must be a hello").await;
         return Err((close::MISBEHAVED, "no hello".into()));
     };

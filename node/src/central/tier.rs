@@ -383,9 +383,11 @@ impl Tier {
         let mut acks = Vec::new();
         let mut scenarios: HashMap<HashedIp, (String, Epoch)> = HashMap::new();
         let mut later = Vec::new();
+        let mut reporters = Vec::new();
         for cmd in group {
             match cmd {
                 Command::Report { sensor, address, batch: number, signals, reply } => {
+                    reporters.push(sensor);
                     let ack =
                         self.take_report(sensor, address, number, signals, now, &mut batch, &mut scenarios);
                     acks.push((reply, ack));
@@ -395,6 +397,16 @@ impl Tier {
         }
         let changes = self.drain_changes(now, &scenarios);
         self.emit(&mut batch, changes, now);
+        // The reporting sensors' rows (highest sequence number, standing) go in the same
+        // write as their reports: a replay stays a replay after a restart.
+        for id in reporters {
+            if let Some(s) = self.sensors.get_mut(&id) {
+                if s.dirty {
+                    s.dirty = false;
+                    batch.sensors.push((id, s.row.clone()));
+                }
+            }
+        }
         self.commit(batch)?;
         for (reply, ack) in acks {
             let _ = reply.send(ack);
@@ -1139,6 +1151,139 @@ mod tests {
         assert!(!list.is_allowed(&key.hash("192.0.2.4".parse().unwrap())));
         assert!(!list.is_allowed(&HashKey::derive(&secret, Epoch(8)).hash("192.0.2.1".parse().unwrap())));
         assert_eq!(list.len(), 2 * 5);
+    }
+
+    use palisade_consensus::Asn;
+    use palisade_proto::central::ListDelta;
+    use palisade_proto::Signal;
+
+    fn tier(dir: &std::path::Path, keep: u64) -> Tier {
+        let mut config = CentralConfig { data_dir: dir.to_path_buf(), ..CentralConfig::default() };
+        config.publish.delta_log_keep = keep;
+        config.consensus.new_sensor_trust = 1.0;
+        config.consensus.min_groups = 1;
+        config.consensus.list_threshold = 0.5;
+        config.consensus.sensor_new_ip_burst = 1e9;
+        let store = Arc::new(CentralStore::open(&dir.join("db"), false).unwrap());
+        Tier::open(config, store, Arc::new(Counters::default())).unwrap()
+    }
+
+    fn admit(t: &mut Tier, key: &NodeKey, token: &str, asn: u32) -> Welcome {
+        let secret = EnrollToken::from_text(token).unwrap().secret;
+        let address = VerifiedAddress { asn: Asn(asn), net24: [10, 0, asn as u8] };
+        let session = Session { conn_id: 1, address, kick: oneshot::channel().0 };
+        t.admit(key.node_id(), Some(secret), "127.0.0.1:1".parse().unwrap(), session, now()).unwrap().unwrap()
+    }
+
+    fn report(t: &mut Tier, key: &NodeKey, welcome: &Welcome, ips: std::ops::Range<u32>, asn: u32) -> Ack {
+        let at = now();
+        let signals = ips
+            .enumerate()
+            .map(|(i, n)| {
+                let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | n));
+                let epoch = Epoch::containing(at, welcome.epoch_secs);
+                let signal = Signal {
+                    origin: key.node_id(),
+                    seq: welcome.next_seq + i as u64,
+                    epoch,
+                    hashed_ip: HashKey::derive(&welcome.hash_secret, epoch).hash(ip),
+                    scenario: "palisade/ssh-bf".into(),
+                    confidence: 3,
+                    observed_at: at,
+                    events_count: 6,
+                    sealed_ip: None,
+                };
+                (signal.sign(key), None)
+            })
+            .collect();
+        let address = VerifiedAddress { asn: Asn(asn), net24: [10, 0, asn as u8] };
+        let (reply, mut ack) = oneshot::channel();
+        t.handle(vec![Command::Report { sensor: key.node_id(), address, batch: 1, signals, reply }], at)
+            .unwrap();
+        ack.try_recv().unwrap()
+    }
+
+    fn token(t: &mut Tier, name: &str, community: bool) -> String {
+        t.add_tenant(name, community, now()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn many_changes_split_into_bounded_deltas_and_catch_up_picks_log_or_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = tier(dir.path(), 2);
+        let token = token(&mut t, "a", true);
+        let key = NodeKey::from_bytes(&[1; 32]);
+        let welcome = admit(&mut t, &key, &token, 64501);
+        let (_, mut live) = {
+            let sub = t.subscribe(key.node_id(), 0).unwrap();
+            assert!(matches!(sub.catch_up, CatchUp::UpToDate));
+            ((), sub.live)
+        };
+        let ack = report(&mut t, &key, &welcome, 0..1500, 64501);
+        assert_eq!((ack.accepted, ack.rejected.len()), (1500, 0));
+        assert_eq!(t.published.len(), 1500);
+        // 1,500 listings: two deltas of at most 1,024 entries, versions 1 and 2, sent live.
+        let mut got = Vec::new();
+        while let Ok(p) = live.try_recv() {
+            let Ok(palisade_proto::Message::Central(palisade_proto::central::CentralMessage::Delta(d))) =
+                palisade_proto::Message::decode(&p.bytes)
+            else {
+                panic!("not a delta")
+            };
+            d.verify(&t.key.node_id()).unwrap();
+            got.push(d.delta);
+        }
+        let sizes: Vec<usize> = got.iter().map(|d: &ListDelta| d.added.len()).collect();
+        assert_eq!(sizes, vec![1024, 476]);
+        assert_eq!(got.iter().map(|d| d.version).collect::<Vec<_>>(), vec![1, 2]);
+        // A third delta, then the log keeps two: from 1 is in reach, from 0 is not.
+        let next = Welcome { next_seq: 1501, ..welcome.clone() };
+        report(&mut t, &key, &next, 1500..1501, 64501);
+        assert_eq!((t.version, t.oldest_delta), (3, 2));
+        assert!(matches!(t.subscribe(key.node_id(), 1).unwrap().catch_up, CatchUp::Log { from: 2, to: 3 }));
+        match t.subscribe(key.node_id(), 0).unwrap().catch_up {
+            CatchUp::Snapshot { version, entries } => assert_eq!((version, entries.len()), (3, 1501)),
+            other => panic!("{other:?}"),
+        }
+        // Replays are refused; the sequence survives a reopening, and so does the list.
+        assert_eq!(report(&mut t, &key, &welcome, 0..1, 64501).rejected[0].reason, RejectReason::Replayed);
+        drop(t);
+        let mut t = tier(dir.path(), 2);
+        assert_eq!((t.version, t.published.len()), (3, 1501));
+        let again = admit(&mut t, &key, &token, 64501);
+        assert_eq!(again.next_seq, 1502);
+    }
+
+    #[test]
+    fn tenants_outside_the_community_are_stored_not_counted_nor_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = tier(dir.path(), 100);
+        let private = token(&mut t, "p", false);
+        let key = NodeKey::from_bytes(&[2; 32]);
+        let welcome = admit(&mut t, &key, &private, 64502);
+        assert!(!welcome.community);
+        assert_ne!(welcome.hash_secret, t.community_secret, "a private tenant gets its own secret");
+        let ack = report(&mut t, &key, &welcome, 0..10, 64502);
+        assert_eq!(ack.accepted, 10);
+        assert_eq!((t.published.len(), t.consensus.stats().tracked_ips), (0, 0));
+        assert_eq!(t.subscribe(key.node_id(), 0).unwrap_err().code, RefusalCode::NotCommunity);
+        let mut stored = 0;
+        t.store
+            .each_report(|_, _, row| {
+                assert!(!row.community);
+                stored += 1;
+            })
+            .unwrap();
+        assert_eq!(stored, 10);
+        // Unknown tokens and unenrolled sensors are refused.
+        let stranger = NodeKey::from_bytes(&[3; 32]);
+        let address = VerifiedAddress { asn: Asn(1), net24: [1, 1, 1] };
+        let session = || Session { conn_id: 2, address, kick: oneshot::channel().0 };
+        let refused =
+            t.admit(stranger.node_id(), Some([9; 32]), "127.0.0.1:2".parse().unwrap(), session(), now());
+        assert_eq!(refused.unwrap().unwrap_err().code, RefusalCode::UnknownToken);
+        let refused = t.admit(stranger.node_id(), None, "127.0.0.1:2".parse().unwrap(), session(), now());
+        assert_eq!(refused.unwrap().unwrap_err().code, RefusalCode::NotEnrolled);
     }
 
     #[test]
