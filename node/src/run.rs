@@ -109,6 +109,13 @@ pub fn run(config: NodeConfig) -> Result<()> {
     let book = engine.shared_book();
 
     let system = actix::System::new();
+    // Detection is CPU-bound and the store may block on disk: each gets a thread, so
+    // neither delays the other nor the sockets. They are joined before returning: an
+    // actor thread still holding the database while the process exits makes RocksDB's
+    // background threads abort ("pthread lock: Invalid argument").
+    let scenario_arbiter = Arbiter::new();
+    let decision_arbiter = Arbiter::new();
+    let (scenario_handle, decision_handle) = (scenario_arbiter.handle(), decision_arbiter.handle());
     let result = system.block_on(async move {
         let stop = StopSignals::listen();
         let admin = crate::admin::bind(&admin_listener_path)?;
@@ -117,18 +124,13 @@ pub fn run(config: NodeConfig) -> Result<()> {
             crate::nft::check(&config.bouncer.nftables).await?;
         }
         let pipeline = Pipeline::new(hub.parsers.clone(), hub.scenarios.clone());
-        // Detection is CPU-bound and the store may block on disk: each gets a thread,
-        // so neither delays the other nor the sockets.
-        let scenario_arbiter = Arbiter::new();
-        let decision_arbiter = Arbiter::new();
-        let scenario = ScenarioActor::start_in_arbiter(&scenario_arbiter.handle(), move |_| {
-            ScenarioActor::new(pipeline)
-        });
+        let scenario =
+            ScenarioActor::start_in_arbiter(&scenario_handle, move |_| ScenarioActor::new(pipeline));
         let active = engine.book().active_len();
         let store_dyn: Arc<dyn Store> = store.clone();
         let outbox_keep = config.reputation.outbox_keep;
         let (changed_tx, changed_rx) = watch::channel(0u64);
-        let decisions = DecisionActor::start_in_arbiter(&decision_arbiter.handle(), move |_| {
+        let decisions = DecisionActor::start_in_arbiter(&decision_handle, move |_| {
             DecisionActor::new(engine, store_dyn, outbox_keep, wall_clock).notifying(changed_tx)
         });
         let reputation = ReputationActor::new(reputation).start();
@@ -251,11 +253,14 @@ pub fn run(config: NodeConfig) -> Result<()> {
             community.handle.shutdown().await;
         }
         let _ = std::fs::remove_file(&admin_listener_path);
-        scenario_arbiter.stop();
-        decision_arbiter.stop();
         System::current().stop();
         Ok::<(), anyhow::Error>(())
     });
+    for arbiter in [scenario_arbiter, decision_arbiter] {
+        arbiter.stop();
+        let _ = arbiter.join();
+    }
+    drop(system);
     result?;
     tracing::info!("stopped");
     Ok(())
