@@ -231,7 +231,7 @@ def throughput(signals):
                 first = time.time()
             if got >= signals:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         end = time.time()
         delivered = b.metric(key)
         stats = [n.proc_stats() for n in nodes]
