@@ -183,29 +183,30 @@ impl Handler<FleetSignals> for ReputationActor {
 }
 
 /// Hash and seal with this secret from now on (the fleet's after joining, the node's
-/// own after leaving).
+/// own after leaving). Answers the last sequence number signed with the previous one.
 #[derive(Debug, Message)]
-#[rtype(result = "()")]
+#[rtype(result = "u64")]
 pub struct SetSecret(pub [u8; 32]);
 
 impl Handler<SetSecret> for ReputationActor {
-    type Result = ();
+    type Result = u64;
 
-    fn handle(&mut self, msg: SetSecret, _: &mut Self::Context) {
+    fn handle(&mut self, msg: SetSecret, _: &mut Self::Context) -> u64 {
         self.reputation.set_secret(msg.0);
+        self.reputation.last_seq()
     }
 }
 
-/// The fleet counters and the last sequence number used.
+/// The fleet counters.
 #[derive(Debug, Message)]
-#[rtype(result = "(crate::reputation::FleetStats, u64)")]
+#[rtype(result = "crate::reputation::FleetStats")]
 pub struct GetFleetStats;
 
 impl Handler<GetFleetStats> for ReputationActor {
     type Result = MessageResult<GetFleetStats>;
 
     fn handle(&mut self, _: GetFleetStats, _: &mut Self::Context) -> Self::Result {
-        MessageResult((self.reputation.fleet_stats(), self.reputation.last_seq()))
+        MessageResult(self.reputation.fleet_stats())
     }
 }
 

@@ -22,7 +22,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::mpsc;
 
 use crate::central::client::{self, CentralHandle, CentralLinkConfig, CommunityHashing, Sighting};
-use crate::run::wall_clock;
 
 /// Sightings queued for the link before new ones are dropped (and counted): detection
 /// never waits for the central tier.
@@ -262,7 +261,12 @@ async fn follow(
         if !flags.is_empty() {
             let _ = scenario.send(Watch(flags)).await;
         }
-        tracing::debug!(version = delta.version, added = delta.added.len(), removed = delta.removed.len(), now = %wall_clock().as_millis(), "community list delta applied");
+        tracing::debug!(
+            version = delta.version,
+            added = delta.added.len(),
+            removed = delta.removed.len(),
+            "community list delta applied"
+        );
         if handle.applied(&delta).await.is_err() {
             return;
         }

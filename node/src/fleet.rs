@@ -29,9 +29,7 @@ use palisade_gossip::{FleetKeys, GossipConfig, GossipHandle, GossipStats, Member
 use palisade_proto::envelope::bincode_config;
 use palisade_proto::{JoinToken, MembershipCert, NodeId, NodeKey, RevocationList, SignedSignal, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,20 +130,9 @@ impl Saved {
     }
 }
 
-/// Writes `bytes` to `path` atomically (a temporary file renamed over it), mode 0600.
+/// [`crate::keys::write_private`], with the path in the error.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    crate::keys::write_private(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 fn admin_key_path(data_dir: &Path) -> PathBuf {
@@ -387,7 +374,7 @@ impl Fleet {
             Some(h) => h.stats().await.ok(),
             None => None,
         };
-        let reputation = self.actors.reputation.send(GetFleetStats).await.map(|(s, _)| s).unwrap_or_default();
+        let reputation = self.actors.reputation.send(GetFleetStats).await.unwrap_or_default();
         FleetSnapshot { member: gossip.is_some(), gossip, reputation }
     }
 
@@ -539,17 +526,18 @@ impl Fleet {
             cert,
             fleet_secret: keys.fleet_secret(),
             revocations: RevocationList::empty(keys.fleet_id()),
-            first_seq: self.first_seq().await?,
+            first_seq: self.adopt_secret(keys.fleet_secret()).await?,
             peers: Vec::new(),
         };
-        store_admin(&self.data_dir, &keys)?;
-        saved.store(&self.data_dir)?;
+        if let Err(e) = store_admin(&self.data_dir, &keys) {
+            self.actors.reputation.send(SetSecret(self.local_secret)).await?;
+            return Err(e);
+        }
         state.admin = Some(keys.clone());
-        if let Err(e) = self.launch(state, saved).await {
+        if let Err(e) = self.enter(state, saved).await {
             // Leave no half-made fleet behind.
             state.admin = None;
             let _ = std::fs::remove_file(admin_key_path(&self.data_dir));
-            let _ = std::fs::remove_file(Saved::path(&self.data_dir));
             return Err(e);
         }
         let address = state.running.as_ref().map(|r| r.address.to_string()).unwrap_or_default();
@@ -560,10 +548,24 @@ impl Fleet {
         })
     }
 
-    /// The sequence number of this node's first signal hashed with a fleet key.
-    async fn first_seq(&self) -> Result<u64> {
-        let (_, last) = self.actors.reputation.send(GetFleetStats).await?;
-        Ok(last + 1)
+    /// Hashes and seals with `secret` from now on; returns the sequence number of the
+    /// first signal made with it (in the same actor step, so no signal falls between).
+    async fn adopt_secret(&self, secret: [u8; 32]) -> Result<u64> {
+        Ok(self.actors.reputation.send(SetSecret(secret)).await? + 1)
+    }
+
+    /// Saves a new membership and starts gossip for it; on failure nothing of it stays
+    /// and the node hashes with its own secret again.
+    async fn enter(&self, state: &mut State, saved: Saved) -> Result<()> {
+        let result = match saved.store(&self.data_dir) {
+            Ok(()) => self.launch(state, saved).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = std::fs::remove_file(Saved::path(&self.data_dir));
+            self.actors.reputation.send(SetSecret(self.local_secret)).await?;
+        }
+        result
     }
 
     fn invite(&self, state: &State, ttl: Duration) -> Result<FleetReply> {
@@ -596,14 +598,10 @@ impl Fleet {
             cert: membership.cert,
             fleet_secret: membership.fleet_secret,
             revocations,
-            first_seq: self.first_seq().await?,
+            first_seq: self.adopt_secret(membership.fleet_secret).await?,
             peers,
         };
-        saved.store(&self.data_dir)?;
-        if let Err(e) = self.launch(state, saved).await {
-            let _ = std::fs::remove_file(Saved::path(&self.data_dir));
-            return Err(e);
-        }
+        self.enter(state, saved).await?;
         Ok(FleetReply::Joined { fleet: fleet.to_string(), peer: peer.to_owned() })
     }
 

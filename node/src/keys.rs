@@ -40,6 +40,17 @@ pub fn load_or_create_32(path: &Path) -> Result<[u8; 32]> {
     }
 }
 
+/// Writes `bytes` to `path` atomically (a fresh temporary file, mode 0600, synced, then
+/// renamed over `path`): readers see the old content or the new, never a part.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The node's identity key (`<data_dir>/node.key`).
 pub fn node_key(data_dir: &Path) -> Result<NodeKey> {
     Ok(NodeKey::from_bytes(&load_or_create_32(&data_dir.join("node.key"))?))

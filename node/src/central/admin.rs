@@ -5,7 +5,6 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use palisade_proto::central::EnrollToken;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -107,17 +106,7 @@ pub fn tenant_add_offline(config: &CentralConfig, name: &str, community: bool) -
         bail!("tenant {name:?} already exists");
     }
     let key = crate::keys::node_key(&config.data_dir)?;
-    let mut secret = [0u8; 32];
-    let mut own_secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    rand::rngs::OsRng.fill_bytes(&mut own_secret);
-    let record = TenantRecord {
-        name: name.to_owned(),
-        token_hash: EnrollToken::secret_hash(&secret),
-        community,
-        own_secret,
-        created: now().0,
-    };
+    let (record, secret) = TenantRecord::generate(name, community, now());
     store.commit(&Batch { tenants: vec![record], ..Batch::default() }).map_err(|e| anyhow!("{e}"))?;
     Ok(EnrollToken { tier: key.node_id(), secret }.to_text())
 }

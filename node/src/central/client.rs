@@ -347,17 +347,6 @@ struct State {
     applied_version: u64,
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, LinkError> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
@@ -504,7 +493,7 @@ impl Link {
         let path = self.config.data_dir.join(STATE_FILE);
         match serde_json::to_string(&self.state)
             .map_err(std::io::Error::other)
-            .and_then(|t| write_private(&path, &t))
+            .and_then(|t| crate::keys::write_private(&path, t.as_bytes()))
         {
             Ok(()) => self.dirty = false,
             Err(e) => {
@@ -658,7 +647,7 @@ impl Link {
         if self.enrolled.as_ref() != Some(&enrollment) {
             let path = self.config.data_dir.join(ENROLLMENT_FILE);
             let text = serde_json::to_string_pretty(&enrollment).map_err(|e| (e.to_string(), true))?;
-            write_private(&path, &text)
+            crate::keys::write_private(&path, text.as_bytes())
                 .map_err(|e| (format!("cannot save {}: {e}", path.display()), true))?;
             tracing::info!(tenant = %welcome.tenant, community = welcome.community, "enrolled with the central tier");
             self.enrolled = Some(enrollment);

@@ -47,6 +47,26 @@ pub struct TenantRecord {
     pub created: i64,
 }
 
+impl TenantRecord {
+    /// A new tenant with fresh secrets, and the enrollment secret its token carries
+    /// (only its hash is kept).
+    pub fn generate(name: &str, community: bool, now: palisade_proto::Timestamp) -> (TenantRecord, [u8; 32]) {
+        use rand::RngCore;
+        let mut secret = [0u8; 32];
+        let mut own_secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        rand::rngs::OsRng.fill_bytes(&mut own_secret);
+        let record = TenantRecord {
+            name: name.to_owned(),
+            token_hash: palisade_proto::central::EnrollToken::secret_hash(&secret),
+            community,
+            own_secret,
+            created: now.0,
+        };
+        (record, secret)
+    }
+}
+
 /// An enrolled sensor.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct SensorRow {

@@ -851,17 +851,7 @@ impl Tier {
         if self.tenants.contains_key(name) {
             return Ok(Err(format!("tenant {name:?} already exists")));
         }
-        let mut secret = [0u8; 32];
-        let mut own_secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut secret);
-        rand::rngs::OsRng.fill_bytes(&mut own_secret);
-        let record = TenantRecord {
-            name: name.to_owned(),
-            token_hash: EnrollToken::secret_hash(&secret),
-            community,
-            own_secret,
-            created: now.0,
-        };
+        let (record, secret) = TenantRecord::generate(name, community, now);
         self.commit(Batch { tenants: vec![record.clone()], ..Batch::default() })?;
         self.by_token.insert(record.token_hash, name.to_owned());
         self.tenants.insert(name.to_owned(), record);
