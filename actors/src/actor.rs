@@ -147,7 +147,7 @@ impl Handler<SignOverflows> for ReputationActor {
     type Result = MessageResult<SignOverflows>;
 
     fn handle(&mut self, msg: SignOverflows, _: &mut Self::Context) -> Self::Result {
-        MessageResult(msg.0.iter().filter_map(|o| self.reputation.on_overflow(o)).collect())
+        MessageResult(self.reputation.on_overflows(msg.0.iter()))
     }
 }
 

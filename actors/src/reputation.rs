@@ -282,9 +282,21 @@ impl Reputation {
         self.last_seq
     }
 
-    /// The signal for an overflow against a single address; `None` for overflows
-    /// without one (ranges and unparsable values are not signalled).
-    pub fn on_overflow(&mut self, overflow: &Overflow) -> Option<SignedSignal> {
+    /// The signals for these overflows, signed in Merkle batches (one signature per
+    /// [`SIGNING_BATCH`](palisade_proto::signal::SIGNING_BATCH) signals). Only this
+    /// node's own overflows against a single address are signalled.
+    pub fn on_overflows<'a>(
+        &mut self,
+        overflows: impl IntoIterator<Item = &'a Overflow>,
+    ) -> Vec<SignedSignal> {
+        let signals: Vec<Signal> = overflows.into_iter().filter_map(|o| self.signal_for(o)).collect();
+        palisade_proto::signal::sign_batch(&self.key, signals)
+    }
+
+    /// The (unsigned) signal for an overflow against a single address, numbered and
+    /// sealed; `None` for overflows without one (ranges and unparsable values are not
+    /// signalled).
+    fn signal_for(&mut self, overflow: &Overflow) -> Option<Signal> {
         // Only this node's own detections: an on-sight ban is the fleet's news already.
         if overflow.scope != palisade_proto::Scope::Ip || overflow.origin != Origin::Palisade {
             return None;
@@ -311,7 +323,7 @@ impl Reputation {
         if self.seal_ips {
             signal.sealed_ip = Some(self.seal.seal(ip, &signal.id().aad(), &mut self.rng));
         }
-        Some(signal.sign(&self.key))
+        Some(signal)
     }
 }
 
@@ -332,6 +344,12 @@ mod tests {
         Overflow {
             last_at: Timestamp(86_400_000 * 3 + 5),
             ..Overflow::for_test("palisade/ssh-bf", scope, value)
+        }
+    }
+
+    impl Reputation {
+        fn on_overflow(&mut self, overflow: &Overflow) -> Option<SignedSignal> {
+            self.on_overflows([overflow]).pop()
         }
     }
 

@@ -5,13 +5,11 @@
 //! ```text
 //! cargo run --release -p palisade-gossip --example memory -- [COUNT]
 //! ```
-//! The signatures are not computed (memory does not depend on them), so the run takes
-//! seconds rather than a minute of signing.
+//! The signals are signed as a node signs them, in Merkle batches of
+//! [`SIGNING_BATCH`](palisade_proto::signal::SIGNING_BATCH), so each holds its proof.
 
 use palisade_gossip::{Engine, EngineConfig, InEvent};
-use palisade_proto::{
-    Epoch, FleetId, HashKey, NodeKey, RevocationList, SealKey, Signal, SignedSignal, Timestamp,
-};
+use palisade_proto::{Epoch, FleetId, HashKey, NodeKey, RevocationList, SealKey, Signal, Timestamp};
 use rand::SeedableRng;
 
 fn rss_kib() -> u64 {
@@ -39,7 +37,7 @@ fn main() {
     let before = rss_kib();
     let mut seq = 1;
     while seq <= count {
-        let batch: Vec<SignedSignal> = (seq..(seq + 10_000).min(count + 1))
+        let batch: Vec<Signal> = (seq..(seq + 10_000).min(count + 1))
             .map(|n| {
                 let ip = std::net::IpAddr::from(u32::try_from(n).unwrap_or(0).to_be_bytes());
                 let mut signal = Signal {
@@ -54,9 +52,10 @@ fn main() {
                     sealed_ip: None,
                 };
                 signal.sealed_ip = Some(seal.seal(ip, &signal.id().aad(), &mut rng));
-                SignedSignal { signal, signature: [0; 64] }
+                signal
             })
             .collect();
+        let batch = palisade_proto::signal::sign_batch(&key, batch);
         seq += batch.len() as u64;
         engine.handle(InEvent::PublishSigned(batch), now, &mut rng);
     }

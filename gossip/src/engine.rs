@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use palisade_proto::envelope::{MAX_MESSAGE_BYTES, MAX_SIGNALS_PER_MESSAGE};
-use palisade_proto::signal::{verify_batch, VerifyError};
+use palisade_proto::signal::{sign_batch, Verifier, VerifyError};
 use palisade_proto::{
     Digest, Epoch, FleetId, Message, NodeId, NodeKey, OriginMark, RangeRequest, RevocationList, Signal,
     SignalId, SignedSignal, Timestamp, WireError,
@@ -349,9 +349,6 @@ const PENALTY_SEVERE: f64 = 10.0;
 const PENALTY_MILD: f64 = 2.0;
 const PENALTY_WHILE_LIMITED: f64 = 2.0;
 
-/// Upper bound of one signal's encoded size beside its scenario name.
-const SIGNAL_FIXED_BYTES: usize = 240;
-
 /// The dissemination state machine of one node.
 pub struct Engine {
     key: NodeKey,
@@ -370,6 +367,8 @@ pub struct Engine {
     next_digest_at: Timestamp,
     stats: EngineStats,
     deferred_verification: bool,
+    /// Checks received signals when verification is not deferred to the shell.
+    verifier: Verifier,
 }
 
 impl std::fmt::Debug for Engine {
@@ -415,6 +414,7 @@ impl Engine {
             next_digest_at: now,
             stats: EngineStats::default(),
             deferred_verification: false,
+            verifier: Verifier::default(),
         }
     }
 
@@ -763,7 +763,7 @@ impl Engine {
             let id = s.signal.id();
             let known = self.logs.get(&id.origin).map(|log| (log.holds(id.seq), log.held.get(&id.seq)));
             match known {
-                Some((true, Some(held))) if held.signature != s.signature => {
+                Some((true, Some(held))) if *held != s => {
                     // Same id, other content: a forgery or an origin signing twice.
                     if s.verify().is_ok() {
                         self.stats.conflicting += 1;
@@ -812,7 +812,7 @@ impl Engine {
         if self.deferred_verification {
             out.push(OutEvent::Verify { from, signals: candidates });
         } else {
-            let results = verify_batch(&candidates);
+            let results = self.verifier.verify_batch(&candidates);
             self.accept(from, candidates, results, now, rng, out);
         }
     }
@@ -1044,10 +1044,11 @@ impl Engine {
     }
 }
 
-/// Signs signals numbered by [`Engine::number_own`] with the node's key. Pure and
-/// CPU-bound: the QUIC shell runs it on a blocking thread.
+/// Signs signals numbered by [`Engine::number_own`] with the node's key, in Merkle
+/// batches under one signature each. Pure and CPU-bound: the QUIC shell runs it on a
+/// blocking thread.
 pub fn sign_own(key: &NodeKey, numbered: Vec<Signal>) -> Vec<SignedSignal> {
-    numbered.into_iter().map(|signal| signal.sign(key)).collect()
+    sign_batch(key, numbered)
 }
 
 fn leak(peer: &mut Peer, now: Timestamp, per_sec: f64) {
@@ -1063,7 +1064,7 @@ fn chunks(signals: Vec<SignedSignal>) -> Vec<Vec<SignedSignal>> {
     let mut current = Vec::new();
     let mut size = 0;
     for s in signals {
-        let cost = SIGNAL_FIXED_BYTES + s.signal.scenario.len();
+        let cost = s.encoded_len_bound();
         if !current.is_empty() && (current.len() == MAX_SIGNALS_PER_MESSAGE || size + cost > budget) {
             out.push(std::mem::take(&mut current));
             size = 0;
@@ -1181,7 +1182,7 @@ mod tests {
         assert_eq!(c.stats().signals_accepted, 0);
         // A same-id signal with other content is not accepted over the original.
         let mut twin = good[0].clone();
-        twin.signature[0] ^= 1;
+        twin.proof.signature[0] ^= 1;
         let bytes = Message::Signals(vec![twin]).encode().unwrap();
         b.banned.clear();
         b.peers.clear();
@@ -1213,7 +1214,7 @@ mod tests {
         };
         assert_eq!(signals.len(), 3);
         assert!(!b.holds(&signals[0].signal.id()), "nothing is kept before it is verified");
-        let results = verify_batch(signals);
+        let results = palisade_proto::signal::verify_batch(signals);
         let verified = InEvent::Verified { from: *from, signals: signals.clone(), results: results.clone() };
         let out = b.handle(verified, T0, &mut rng);
         assert!(out.iter().any(|e| matches!(e, OutEvent::Deliver(d) if d.len() == 3)));

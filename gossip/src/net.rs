@@ -38,7 +38,7 @@ use crate::engine::{sign_own, ConfigError, Engine, InEvent, OutEvent};
 use crate::membership::{self, QuicTransport, KEY_HWM_PREFIX, KEY_QUIC_ADDR, KEY_READY, KEY_VERSION};
 use crate::stats::EngineStats;
 use crate::tls::{self, RevokedSet, TlsError};
-use palisade_proto::signal::verify_batch;
+use palisade_proto::signal::Verifier;
 
 /// Close codes of gossip connections.
 mod close {
@@ -510,8 +510,11 @@ async fn start_inner(
     let (verify_tx, mut verify_rx) = mpsc::channel::<VerifyJob>(VERIFY_JOBS);
     let (verified_tx, verified_rx) = mpsc::channel::<VerifyDone>(VERIFY_JOBS);
     tokio::task::spawn_blocking(move || {
+        // Remembers batch signatures across jobs: a batch's signals often arrive in
+        // several messages (pushes, relays, repairs).
+        let mut verifier = Verifier::default();
         while let Some((from, signals)) = verify_rx.blocking_recv() {
-            let results = verify_batch(&signals);
+            let results = verifier.verify_batch(&signals);
             if verified_tx.blocking_send((from, signals, results)).is_err() {
                 break;
             }
@@ -523,6 +526,7 @@ async fn start_inner(
     let driver = Driver {
         verify_jobs: verify_tx,
         verifying_in_flight: 0,
+        verifier: Verifier::default(),
         offload,
         key: membership.key.clone(),
         signing_jobs: jobs_tx,
@@ -639,6 +643,9 @@ struct Driver {
     offload: bool,
     verify_jobs: mpsc::Sender<VerifyJob>,
     verifying_in_flight: usize,
+    /// Checks the received signals verified on the driver itself (when the blocking
+    /// thread is busy or crypto is not offloaded).
+    verifier: Verifier,
     key: NodeKey,
     signing_jobs: mpsc::Sender<Vec<Signal>>,
     signing_in_flight: usize,
@@ -844,7 +851,7 @@ impl Driver {
                         Some(job)
                     };
                     if let Some((from, signals)) = inline {
-                        let results = verify_batch(&signals);
+                        let results = self.verifier.verify_batch(&signals);
                         queue.push_back(InEvent::Verified { from, signals, results });
                     }
                 }

@@ -230,9 +230,23 @@ impl Store for RocksStore {
         let start = from.to_be_bytes();
         let mode = IteratorMode::From(&start, rocksdb::Direction::Forward);
         let mut out = Vec::new();
+        let mut unreadable = 0u64;
         for item in self.db.iterator_cf(self.cf(CF_OUTBOX)?, mode).take(limit) {
             let (_, value) = item.map_err(err("reading the outbox"))?;
-            out.push(Self::decode::<SignedSignal>(&value, "signal")?);
+            // The outbox only serves peers' repairs: a signal stored by an earlier
+            // version in another format is skipped (peers had it already), and the
+            // fleet still starts.
+            match Self::decode::<SignedSignal>(&value, "signal") {
+                Ok(signal) => out.push(signal),
+                Err(_) => unreadable += 1,
+            }
+        }
+        if unreadable > 0 {
+            tracing::warn!(
+                unreadable,
+                "skipping own signals in the outbox that this version cannot read (stored by an earlier \
+                 version); peers repair from the others"
+            );
         }
         Ok(out)
     }
@@ -250,6 +264,34 @@ mod tests {
     fn rocksdb_store_conforms() {
         let dir = tempfile::tempdir().expect("tempdir");
         palisade_actors::store::conformance::run(dir.path(), |p| RocksStore::open(p).expect("open"));
+    }
+
+    #[test]
+    fn outbox_signals_this_version_cannot_read_are_skipped() {
+        use palisade_actors::store::{Commit, Store};
+        use palisade_proto::{Epoch, HashedIp, NodeKey, Signal, Timestamp};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = RocksStore::open(dir.path()).expect("open");
+        let key = NodeKey::from_bytes(&[4; 32]);
+        let signal = |seq| Signal {
+            origin: key.node_id(),
+            seq,
+            epoch: Epoch(1),
+            hashed_ip: HashedIp([seq as u8; 32]),
+            scenario: "palisade/ssh-bf".into(),
+            confidence: 3,
+            observed_at: Timestamp(1),
+            events_count: 5,
+            sealed_ip: None,
+        };
+        let signals = palisade_proto::signal::sign_batch(&key, vec![signal(1), signal(3)]);
+        store.commit(&Commit { signals, ..Commit::default() }).expect("commit");
+        // Seq 2 as an earlier version stored it (a per-signal signature, no proof).
+        let cf = store.cf(CF_OUTBOX).expect("cf");
+        store.db.put_cf(cf, 2u64.to_be_bytes(), [7u8; 90]).expect("put");
+        let read = store.outbox(1, 10).expect("the outbox still reads");
+        assert_eq!(read.iter().map(|s| s.signal.seq).collect::<Vec<_>>(), vec![1, 3]);
+        assert!(read.iter().all(|s| s.verify().is_ok()));
     }
 
     #[test]

@@ -107,8 +107,13 @@ async fn ingest(args: &BenchArgs) -> Result<()> {
                     observed_at: now,
                     events_count: 6,
                 };
-                client::community_signal(&hashing, &sighting, &key, welcome.next_seq + n as u64)
+                client::community_signal(&hashing, &sighting, key.node_id(), welcome.next_seq + n as u64)
             })
+            .collect();
+        // Signed per report, as a link signs them.
+        let signals: Vec<_> = signals
+            .chunks(MAX_REPORT_SIGNALS)
+            .flat_map(|chunk| palisade_proto::signal::sign_batch(&key, chunk.to_vec()))
             .collect();
         let reports: Vec<Vec<u8>> = signals
             .chunks(MAX_REPORT_SIGNALS)

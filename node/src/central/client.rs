@@ -190,17 +190,13 @@ impl CommunityHashing {
     }
 }
 
-/// The community signal for a sighting: hashed with the community key of the
-/// sighting's epoch (never the fleet key), without a sealed IP, signed by `key`.
-pub fn community_signal(
-    hashing: &CommunityHashing,
-    sighting: &Sighting,
-    key: &NodeKey,
-    seq: u64,
-) -> SignedSignal {
+/// The community signal for a sighting, from `origin`: hashed with the community key
+/// of the sighting's epoch (never the fleet key), without a sealed IP. Sign a report's
+/// signals together with [`sign_batch`](palisade_proto::signal::sign_batch).
+pub fn community_signal(hashing: &CommunityHashing, sighting: &Sighting, origin: NodeId, seq: u64) -> Signal {
     let (epoch, hashed_ip) = hashing.hash(sighting.ip, sighting.observed_at);
     Signal {
-        origin: key.node_id(),
+        origin,
         seq,
         epoch,
         hashed_ip,
@@ -213,7 +209,6 @@ pub fn community_signal(
         events_count: sighting.events_count,
         sealed_ip: None,
     }
-    .sign(key)
 }
 
 /// Counters and state of the link.
@@ -745,11 +740,13 @@ impl Link {
         }
         if signals.is_empty() {
             let Some(hashing) = self.hashing.borrow().clone() else { return Ok(()) };
-            while signals.len() < self.config.batch {
+            let mut fresh = Vec::with_capacity(self.config.batch);
+            while fresh.len() < self.config.batch {
                 let Some(sighting) = self.pending.pop_front() else { break };
-                signals.push(community_signal(&hashing, &sighting, &self.key, self.next_seq));
+                fresh.push(community_signal(&hashing, &sighting, self.key.node_id(), self.next_seq));
                 self.next_seq += 1;
             }
+            signals = palisade_proto::signal::sign_batch(&self.key, fresh);
         }
         if signals.is_empty() {
             return Ok(());
@@ -949,7 +946,7 @@ mod tests {
             observed_at: Timestamp::from_secs(5 * 3600 + 10),
             events_count: 6,
         };
-        let s = community_signal(&hashing, &sighting, &key, 42);
+        let s = community_signal(&hashing, &sighting, key.node_id(), 42).sign(&key);
         assert_eq!(s.verify(), Ok(()));
         assert_eq!(s.signal.epoch, Epoch(5));
         assert_eq!(s.signal.hashed_ip, HashKey::derive(&[9; 32], Epoch(5)).hash(sighting.ip));
@@ -958,7 +955,7 @@ mod tests {
         assert!(s.signal.sealed_ip.is_none());
         // The same address an epoch later is another hash.
         let later = Sighting { observed_at: Timestamp::from_secs(6 * 3600), ..sighting };
-        assert_ne!(community_signal(&hashing, &later, &key, 43).signal.hashed_ip, s.signal.hashed_ip);
+        assert_ne!(community_signal(&hashing, &later, key.node_id(), 43).hashed_ip, s.signal.hashed_ip);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use palisade_proto::central::{
     CentralMessage, DeltaKind, ListDelta, Refusal, RefusalCode, RejectReason, MAX_DELTA_ENTRIES, MAX_TEXT,
 };
 use palisade_proto::envelope::MAX_MESSAGE_BYTES;
-use palisade_proto::signal::verify_batch;
+use palisade_proto::signal::Verifier;
 use palisade_proto::{Epoch, Message, NodeId, NodeKey, SignedSignal, Timestamp};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use std::net::{IpAddr, SocketAddr};
@@ -337,8 +337,8 @@ async fn reports(
         let job = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let unchecked: Vec<usize> = (0..checked.len()).filter(|i| checked[*i].1.is_none()).collect();
-            let to_verify: Vec<SignedSignal> = unchecked.iter().map(|i| checked[*i].0.clone()).collect();
-            for (i, result) in unchecked.into_iter().zip(verify_batch(&to_verify)) {
+            let results = Verifier::default().verify_all(unchecked.iter().map(|i| &checked[*i].0));
+            for (i, result) in unchecked.into_iter().zip(results) {
                 if let (Err(_), Some(slot)) = (result, checked.get_mut(i)) {
                     slot.1 = Some(RejectReason::Forged);
                 }
