@@ -31,6 +31,11 @@ const CF_DELTAS: &str = "deltas";
 const CF_META: &str = "meta";
 const COLUMN_FAMILIES: [&str; 6] = [CF_TENANTS, CF_SENSORS, CF_REPORTS, CF_LISTED, CF_DELTAS, CF_META];
 const META_VERSION: &[u8] = b"version";
+const META_FORMAT: &[u8] = b"format";
+
+/// The format of the stored records: 2 since signals carry batch proofs (Merkle batch
+/// signatures). A database written in format 1 holds reports this version cannot read.
+const FORMAT: u32 = 2;
 
 /// A tenant: a fleet (or organisation) whose sensors enroll with one token.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -207,7 +212,45 @@ impl CentralStore {
         opts.set_max_background_jobs(2);
         opts.set_block_based_table_factory(&table);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        Ok(CentralStore { db: open_db(path, &COLUMN_FAMILIES, &opts)?, sync })
+        let store = CentralStore { db: open_db(path, &COLUMN_FAMILIES, &opts)?, sync };
+        store.check_format(path)?;
+        Ok(store)
+    }
+
+    /// Refuses a database in another record format with a message that says what to do,
+    /// rather than failing later on the first record it cannot read; stamps a new one.
+    fn check_format(&self, path: &Path) -> Result<(), StoreError> {
+        let meta = self.cf(CF_META)?;
+        let stamped = self.db.get_cf(meta, META_FORMAT).map_err(err("reading the format"))?;
+        let format = match stamped {
+            Some(bytes) => {
+                let bytes: [u8; 4] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError("corrupt format record in the meta column family".into()))?;
+                u32::from_be_bytes(bytes)
+            }
+            None => {
+                let mut any = self.db.iterator_cf(self.cf(CF_REPORTS)?, IteratorMode::Start);
+                if any.next().is_some() {
+                    1
+                } else {
+                    self.db
+                        .put_cf(meta, META_FORMAT, FORMAT.to_be_bytes())
+                        .map_err(err("stamping the format"))?;
+                    FORMAT
+                }
+            }
+        };
+        if format != FORMAT {
+            return Err(StoreError(format!(
+                "the database in {} is in record format {format}, written by another version of \
+                 palisade (this one reads format {FORMAT}): move it aside and start afresh (sensors \
+                 re-enroll with their tenant's token), or run the version that wrote it",
+                path.display()
+            )));
+        }
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
@@ -395,6 +438,29 @@ mod tests {
         }
         .sign(key);
         ReportRow { received, asn: 64501, net24: [127, 0, 0], community: true, signal }
+    }
+
+    #[test]
+    fn a_database_in_an_earlier_record_format_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = NodeKey::from_bytes(&[1; 32]);
+        {
+            let store = CentralStore::open(dir.path(), false).unwrap();
+            let batch = Batch {
+                reports: vec![(HashedIp([1; 32]), key.node_id(), row(5, &key, 1))],
+                ..Batch::default()
+            };
+            store.commit(&batch).unwrap();
+        }
+        // Reopens fine in its own format.
+        drop(CentralStore::open(dir.path(), false).unwrap());
+        // A database with reports and no format stamp was written before format 2.
+        {
+            let store = CentralStore::open(dir.path(), false).unwrap();
+            store.db.delete_cf(store.cf(CF_META).unwrap(), META_FORMAT).unwrap();
+        }
+        let Err(err) = CentralStore::open(dir.path(), false) else { panic!("a format-1 database opened") };
+        assert!(err.0.contains("record format 1") && err.0.contains("move it aside"), "{err}");
     }
 
     #[test]

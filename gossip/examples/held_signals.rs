@@ -3,7 +3,7 @@
 //! typical scenario name. Prints the resident memory it took, per million signals.
 //!
 //! ```text
-//! cargo run --release -p palisade-gossip --example memory -- [COUNT]
+//! cargo run --release -p palisade-gossip --example held_signals -- [COUNT]
 //! ```
 //! The signals are signed as a node signs them, in Merkle batches of
 //! [`SIGNING_BATCH`](palisade_proto::signal::SIGNING_BATCH), so each holds its proof.
