@@ -346,6 +346,76 @@ impl GossipHandle {
     }
 }
 
+/// The key of an endpoint's QUIC stateless resets, derived from the node's key.
+///
+/// A QUIC endpoint answers a packet of a connection it does not know with a stateless
+/// reset, which the peer believes only if it carries the token the connection was given
+/// (an HMAC of the connection id under this key). With a random key per process, a node
+/// killed and restarted on the same port could not end its earlier run's connections,
+/// and its peers kept sending into them until their idle timeout. Derived from the node
+/// key, the restarted node's resets are believed, so peers reconnect at once.
+struct ResetKey([u8; 32]);
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], out: &mut [u8]) {
+        let mac = blake3::keyed_hash(&self.0, data);
+        let n = out.len().min(32);
+        out[..n].copy_from_slice(&mac.as_bytes()[..n]);
+    }
+
+    fn signature_len(&self) -> usize {
+        32
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        let expected = blake3::keyed_hash(&self.0, data);
+        // blake3::Hash compares in constant time.
+        match <[u8; 32]>::try_from(signature) {
+            Ok(given) if expected == blake3::Hash::from(given) => Ok(()),
+            _ => Err(quinn::crypto::CryptoError),
+        }
+    }
+}
+
+/// Random 8-byte connection ids that every run accepts as possibly its own.
+///
+/// quinn's default ids carry a tag keyed per process, and a packet whose id fails the
+/// tag is dropped without a reset: a restarted endpoint would never reset its
+/// predecessor's connections. Untagged ids let it answer them with a stateless reset
+/// (quinn sends at most one per 20 ms, each smaller than the packet that caused it).
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut id = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut id);
+        quinn::ConnectionId::new(&id)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Binds a QUIC endpoint on `addr` that serves `server_config`, with stateless resets
+/// keyed from `key` (see [`ResetKey`]), so that a restarted node or tier ends its
+/// predecessor's connections at once.
+pub fn bind_endpoint(
+    key: &NodeKey,
+    server_config: quinn::ServerConfig,
+    addr: SocketAddr,
+) -> std::io::Result<Endpoint> {
+    let reset = ResetKey(key.derive_key("palisade 2026-12 quic stateless reset key"));
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset));
+    config.cid_generator(|| Box::new(RandomCids));
+    let socket = std::net::UdpSocket::bind(addr)?;
+    Endpoint::new(config, Some(server_config), socket, Arc::new(quinn::TokioRuntime))
+}
+
 /// A running gossip endpoint: its handle, and the verified signals of other nodes.
 #[derive(Debug)]
 pub struct Gossip {
@@ -419,7 +489,7 @@ async fn start_inner(
     server_config.transport_config(transport.clone());
     let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
     client_config.transport_config(transport);
-    let mut endpoint = Endpoint::server(server_config, config.listen)
+    let mut endpoint = bind_endpoint(&membership.key, server_config, config.listen)
         .map_err(|source| NetError::Bind { addr: config.listen, source })?;
     endpoint.set_default_client_config(client_config);
     let local_addr =
@@ -1451,5 +1521,28 @@ pub async fn join_via(
             };
             Ok((Membership { key: key.clone(), cert: membership, fleet_secret }, revocations))
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use quinn::crypto::HmacKey;
+
+    #[test]
+    fn reset_keys_are_stable_per_node_and_verify_only_their_own_tags() {
+        let node = NodeKey::from_bytes(&[3; 32]);
+        let (a, b) = (ResetKey(node.derive_key("ctx")), ResetKey(node.derive_key("ctx")));
+        let other = ResetKey(NodeKey::from_bytes(&[4; 32]).derive_key("ctx"));
+        let mut tag = [0u8; 32];
+        a.sign(b"connection id", &mut tag);
+        assert!(b.verify(b"connection id", &tag).is_ok(), "a restarted node makes the same tags");
+        assert!(other.verify(b"connection id", &tag).is_err());
+        assert!(a.verify(b"another id", &tag).is_err());
+        assert!(a.verify(b"connection id", &tag[..16]).is_err());
+        let mut short = [0u8; 16];
+        a.sign(b"connection id", &mut short);
+        assert_eq!(short, tag[..16]);
     }
 }

@@ -74,6 +74,12 @@ impl NodeKey {
         NodeId(self.0.verifying_key().to_bytes())
     }
 
+    /// A 32-byte key for `context`, derived from this node's secret key (blake3's key
+    /// derivation): stable across restarts, and revealing nothing of the secret.
+    pub fn derive_key(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.to_bytes())
+    }
+
     /// Signs `message` (callers prefix it with a domain-separation context).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.0.sign(message).to_bytes()

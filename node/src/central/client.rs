@@ -398,8 +398,10 @@ pub fn start(config: CentralLinkConfig, key: NodeKey) -> Result<CentralLink, Lin
         .map_err(|e| LinkError::Config(e.to_string()))?;
     let mut transport = quinn::TransportConfig::default();
     transport
-        .keep_alive_interval(Some(Duration::from_secs(15)))
-        .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(60)).ok())
+        // A tier that restarts resets the old session at once (its stateless resets are
+        // keyed from its node key); a tier that is gone is noticed after 30 s.
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(30)).ok())
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .max_concurrent_bidi_streams(VarInt::from_u32(0));
     let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));

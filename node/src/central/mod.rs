@@ -87,7 +87,7 @@ async fn serve(config: CentralConfig) -> Result<()> {
         .datagram_receive_buffer_size(None);
     let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
     server_config.transport_config(Arc::new(transport));
-    let endpoint = quinn::Endpoint::server(server_config, config.listen)
+    let endpoint = palisade_gossip::net::bind_endpoint(&key, server_config, config.listen)
         .with_context(|| format!("binding the central tier's QUIC endpoint on {}", config.listen))?;
     let local = endpoint.local_addr()?;
 
