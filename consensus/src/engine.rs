@@ -363,6 +363,43 @@ impl Consensus {
         });
     }
 
+    /// Forgets these sensors (a tenant removed from the tier): their live reports stop
+    /// counting at once, listed IPs are re-scored (and delisted, as a change, when they
+    /// no longer hold), and the sensors' standing is dropped, so that the same key
+    /// enrolled again starts as a new sensor. Returns how many reports were dropped.
+    /// Cost: one pass over tracked IPs.
+    pub fn forget_sensors(&mut self, gone: &[NodeId], now: Timestamp) -> usize {
+        let slots: Vec<u32> = gone.iter().filter_map(|id| self.sensor_index.remove(id)).collect();
+        if slots.is_empty() {
+            return 0;
+        }
+        let now_ms = now.0;
+        let mut dropped = 0;
+        let Consensus { config, sensors, ips, allowlist, changes, listed, .. } = self;
+        ips.retain(|ip, state| {
+            let before = state.entries.len();
+            state.entries.retain(|e| !slots.contains(&e.sensor));
+            if state.entries.len() == before {
+                return true;
+            }
+            dropped += before - state.entries.len();
+            let was_listed = state.listed_since.is_some();
+            if state.entries.is_empty() {
+                if was_listed {
+                    *listed -= 1;
+                    changes.push(ListChange { ip: *ip, at: now, kind: ListChangeKind::Delisted });
+                }
+                return false;
+            }
+            if was_listed {
+                let protected = config.defences.allowlist && allowlist.is_protected(ip);
+                evaluate(config, sensors, state, ip, protected, now_ms, changes, listed);
+            }
+            true
+        });
+        dropped
+    }
+
     /// The list changes since the last call, in time order (ties by IP), so the tier can
     /// publish deltas the way CrowdSec's stream endpoint does.
     pub fn drain_changes(&mut self) -> Vec<ListChange> {

@@ -384,3 +384,39 @@ fn restored_listings_hold_through_the_hysteresis_band_without_credit() {
     assert_eq!(c.stats().listed, 1);
     assert!(!c.restore_listing(&ip(8), Timestamp(T0)));
 }
+
+#[test]
+fn forgotten_sensors_stop_counting_and_their_listings_fall() {
+    let mut c = engine();
+    for g in 0..13 {
+        veteran(&mut c, g, 1000 + g);
+    }
+    // Thirteen groups list ip 1; sensors 0-2 also report ip 2 alone.
+    for g in 0..13 {
+        c.ingest(&report(g, 1000 + g, 1, T0), Timestamp(T0));
+    }
+    for g in 0..3 {
+        c.ingest(&report(g, 1000 + g, 2, T0), Timestamp(T0));
+    }
+    assert!(c.is_listed(&ip(1)));
+    c.drain_changes();
+    let reports_before = c.stats().reports;
+    // Forgetting one sensor leaves twelve groups: still listed.
+    assert_eq!(c.forget_sensors(&[node(0)], Timestamp(T0 + 1)), 2);
+    assert!(c.is_listed(&ip(1)));
+    assert!(c.drain_changes().is_empty());
+    // Eight more (and one unknown): four groups fall below half the threshold, and ip 2
+    // is gone with its reporters.
+    let gone: Vec<NodeId> = (1..=8).chain([99]).map(node).collect();
+    assert_eq!(c.forget_sensors(&gone, Timestamp(T0 + 2)), 10);
+    assert!(!c.is_listed(&ip(1)));
+    let changes = c.drain_changes();
+    assert!(
+        changes.iter().any(|ch| ch.ip == ip(1) && matches!(ch.kind, ListChangeKind::Delisted)),
+        "{changes:?}"
+    );
+    assert_eq!(c.stats().reports, reports_before - 12);
+    assert_eq!(c.stats().tracked_ips, 1);
+    assert!(c.sensor_trust(&node(0), Timestamp(T0 + 2)).is_none(), "its standing is gone");
+    assert_eq!(c.forget_sensors(&[node(0)], Timestamp(T0 + 3)), 0, "forgetting twice does nothing");
+}

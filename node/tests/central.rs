@@ -441,3 +441,79 @@ fn bad_input_is_rejected_counted_and_a_restart_loses_nothing_acknowledged() {
         answer.iter().find_map(|m| if let CentralMessage::Ack(a) = m { Some(a) } else { None }).unwrap();
     assert_eq!(ack.rejected[0].reason, RejectReason::Replayed);
 }
+
+#[test]
+fn a_removed_tenant_is_cut_off_and_what_only_it_reported_is_delisted() {
+    let mut tier = Tier::new();
+    let token_gone = tier.tenant("leaving", true);
+    let token_stay = tier.tenant("staying", true);
+    tier.start();
+    let addr = tier.addr();
+    let dirs = tempfile::tempdir().unwrap();
+    let dir = |name: &str| dirs.path().join(name);
+    // Three sensors of the leaving tenant, in three networks, list an attacker alone;
+    // a sensor of the staying tenant reports another address and follows the list.
+    let mut leaving: Vec<Sensor> = (1..=3)
+        .map(|i| Sensor::start(addr, &token_gone, &dir(&format!("l{i}")), &format!("127.0.0.{i}")))
+        .collect();
+    let mut staying = Sensor::start(addr, &token_stay, &dir("s"), "127.0.0.4");
+    staying.wait_connected();
+    for s in leaving.iter_mut() {
+        s.wait_connected();
+        s.send("198.51.100.70 palisade/ssh-bf 3");
+    }
+    staying.send("198.51.100.71 palisade/ssh-bf 3");
+    for s in &leaving {
+        s.wait_accepted(1);
+    }
+    staying.wait_accepted(1);
+    wait_until("the entry at the staying sensor", Duration::from_secs(10), || staying.holds("198.51.100.70"));
+
+    let removed = tier.json(&["tenant", "remove", "leaving", "--json"]);
+    assert_eq!(removed["sensors"], 3, "{removed}");
+    assert_eq!(removed["reports_deleted"], 3, "{removed}");
+    assert_eq!(removed["delisted"], 1, "{removed}");
+    // The entry only the leaving tenant held up is withdrawn from every subscriber.
+    wait_until("the delisting at the staying sensor", Duration::from_secs(10), || {
+        !staying.holds("198.51.100.70")
+    });
+    assert!(!listed(&tier, "198.51.100.70"));
+    // Its sensors are cut off, and their reconnects are refused with the reason.
+    for s in &leaving {
+        s.wait("the refusal", Duration::from_secs(20), |events| {
+            events.iter().any(|e| {
+                e["event"] == "stats"
+                    && e["stats"]["connected"] == false
+                    && e["stats"]["last_error"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("names no tenant") || m.contains("not enrolled"))
+            })
+        });
+    }
+    let explained = tier.json(&["explain", "198.51.100.71", "--json"]);
+    assert!(explained.to_string().contains("staying"), "the other tenant's reports stay: {explained:#}");
+    let status = tier.status();
+    assert_eq!(status["tenants"], 1);
+    assert_eq!(status["sensors"], 1);
+    let err = tier.cli(&["tenant", "remove", "leaving"]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("no tenant \"leaving\""));
+    // Across a restart nothing of it comes back.
+    tier.stop();
+    tier.start();
+    assert_eq!(tier.status()["tenants"], 1);
+    assert!(!listed(&tier, "198.51.100.70"));
+    // With the tier stopped, the CLI removes a tenant from the database itself.
+    drop(staying);
+    tier.stop();
+    let offline = tier.json(&["tenant", "remove", "staying", "--json"]);
+    assert_eq!(
+        (offline["sensors"].as_u64(), offline["reports_deleted"].as_u64()),
+        (Some(1), Some(1)),
+        "{offline}"
+    );
+    tier.start();
+    let status = tier.status();
+    assert_eq!((status["tenants"].as_u64(), status["sensors"].as_u64()), (Some(0), Some(0)), "{status}");
+    assert_eq!(status["tracked_ips"], 0, "{status}");
+}

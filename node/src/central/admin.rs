@@ -1,7 +1,7 @@
 //! The tier's admin socket: how `palisade central status|explain|tenant` talk to a
 //! running tier. A Unix socket (mode 0600) carrying one JSON request line and one JSON
-//! reply line per connection, like the node's. Tenants can also be added and listed
-//! with the tier stopped: the CLI then opens the database itself.
+//! reply line per connection, like the node's. Tenants can also be added, listed and
+//! removed with the tier stopped: the CLI then opens the database itself.
 
 use anyhow::{anyhow, bail, Context, Result};
 use palisade_proto::central::EnrollToken;
@@ -109,6 +109,30 @@ pub fn tenant_add_offline(config: &CentralConfig, name: &str, community: bool) -
     let (record, secret) = TenantRecord::generate(name, community, now());
     store.commit(&Batch { tenants: vec![record], ..Batch::default() }).map_err(|e| anyhow!("{e}"))?;
     Ok(EnrollToken { tier: key.node_id(), secret }.to_text())
+}
+
+/// Removes a tenant with the tier stopped. Its sensors' reports are deleted; entries
+/// they alone held up are delisted when the tier starts and re-scores its list.
+pub fn tenant_remove_offline(config: &CentralConfig, name: &str) -> Result<serde_json::Value> {
+    let store = open_offline(config)?;
+    if !store.tenants().map_err(|e| anyhow!("{e}"))?.iter().any(|t| t.name == name) {
+        bail!("no tenant {name:?} (see `palisade central tenant list`)");
+    }
+    let sensors: Vec<_> = store
+        .sensors()
+        .map_err(|e| anyhow!("{e}"))?
+        .into_iter()
+        .filter(|(_, row)| row.tenant == name)
+        .map(|(id, _)| id)
+        .collect();
+    let deleted = store.remove_tenant(name, &sensors).map_err(|e| anyhow!("{e}"))?;
+    Ok(serde_json::json!({
+        "name": name,
+        "sensors": sensors.len(),
+        "reports_deleted": deleted,
+        "reports_forgotten": deleted,
+        "delisted": serde_json::Value::Null,
+    }))
 }
 
 /// Lists tenants with the tier stopped.

@@ -67,6 +67,15 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a tenant: its token stops working, its sensors are cut off and forgotten,
+    /// their reports are deleted, and entries they alone held up are delisted.
+    Remove {
+        /// Its name.
+        name: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load(path: Option<&Path>) -> Result<CentralConfig> {
@@ -103,6 +112,22 @@ pub fn main(command: CentralCommand, config: Option<&Path>) -> Result<ExitCode> 
                 println!(
                     "tenant {name:?} added ({opt}); its enrollment token (shown once):\n\n    {token}\n\n\
                      Put it in the [central] section of each of its nodes' configuration."
+                );
+            }
+        }
+        CentralCommand::Tenant(TenantCommand::Remove { name, json }) => {
+            let config = load(config)?;
+            let request = AdminRequest::TenantRemove { name: name.clone() };
+            let outcome = match super::admin::call(&config.admin_socket(), &request)? {
+                Some(v) => v,
+                None => super::admin::tenant_remove_offline(&config, &name)?,
+            };
+            if json {
+                println!("{outcome}");
+            } else {
+                println!(
+                    "tenant {name:?} removed: {} sensors cut off, {} reports deleted, {} entries delisted",
+                    outcome["sensors"], outcome["reports_deleted"], outcome["delisted"]
                 );
             }
         }

@@ -48,6 +48,8 @@ pub mod close {
     pub const MISBEHAVED: u32 = 2;
     /// Replaced by a newer session of the same sensor.
     pub const REPLACED: u32 = 3;
+    /// The sensor's tenant was removed from the tier.
+    pub const REMOVED: u32 = 4;
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -270,7 +272,7 @@ async fn reports(
     address: VerifiedAddress,
     mut send: SendStream,
     mut recv: RecvStream,
-    kicked: &mut oneshot::Receiver<()>,
+    kicked: &mut oneshot::Receiver<(u32, &'static str)>,
     ctx: &Arc<Ctx>,
 ) -> Result<(), SessionEnd> {
     type Job = tokio::task::JoinHandle<(u64, Vec<Checked>)>;
@@ -291,7 +293,10 @@ async fn reports(
     });
     let outcome = loop {
         let frame = tokio::select! {
-            _ = &mut *kicked => break Err((close::REPLACED, "replaced by a newer session".to_owned())),
+            why = &mut *kicked => {
+                let (code, reason) = why.unwrap_or((close::REPLACED, "replaced by a newer session"));
+                break Err((code, reason.to_owned()));
+            }
             frame = read_frame(&mut recv, MAX_MESSAGE_BYTES as u32) => frame,
         };
         let bytes = match frame {

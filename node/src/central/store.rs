@@ -257,6 +257,32 @@ impl CentralStore {
         self.db.cf_handle(name).ok_or_else(|| StoreError(format!("column family {name} is missing")))
     }
 
+    /// Removes a tenant in one atomic write: its record, its sensors' rows and every
+    /// report of those sensors (a scan of the reports: an operator's rare action).
+    /// Returns how many reports were deleted.
+    pub fn remove_tenant(&self, name: &str, sensors: &[NodeId]) -> Result<usize, StoreError> {
+        let mut wb = WriteBatch::default();
+        wb.delete_cf(self.cf(CF_TENANTS)?, name.as_bytes());
+        let rows = self.cf(CF_SENSORS)?;
+        for id in sensors {
+            wb.delete_cf(rows, id.0);
+        }
+        let reports = self.cf(CF_REPORTS)?;
+        let gone: std::collections::HashSet<[u8; 32]> = sensors.iter().map(|s| s.0).collect();
+        let mut deleted = 0;
+        for item in self.db.iterator_cf(reports, IteratorMode::Start) {
+            let (key, _) = item.map_err(err("reading reports"))?;
+            if key.len() == 64 && key[32..].try_into().is_ok_and(|id: [u8; 32]| gone.contains(&id)) {
+                wb.delete_cf(reports, &key);
+                deleted += 1;
+            }
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.sync);
+        self.db.write_opt(wb, &opts).map_err(err("removing a tenant"))?;
+        Ok(deleted)
+    }
+
     /// Writes a batch atomically.
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {

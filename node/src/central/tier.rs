@@ -114,6 +114,11 @@ pub enum AdminRequest {
     },
     /// Every tenant.
     TenantList,
+    /// Remove a tenant: its sensors are cut off and forgotten, their reports deleted.
+    TenantRemove {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// Commands to the core.
@@ -132,7 +137,7 @@ pub enum Command {
         /// The connection's number, to tell its end from a newer session's.
         conn_id: u64,
         /// Fires when a newer session of the same sensor replaces this one.
-        kick: oneshot::Sender<()>,
+        kick: oneshot::Sender<(u32, &'static str)>,
         /// The answer.
         reply: oneshot::Sender<Result<Welcome, Refused>>,
     },
@@ -178,7 +183,7 @@ struct Sensor {
 struct Session {
     conn_id: u64,
     address: VerifiedAddress,
-    kick: oneshot::Sender<()>,
+    kick: oneshot::Sender<(u32, &'static str)>,
 }
 
 struct Subscriber {
@@ -788,7 +793,7 @@ impl Tier {
         state.dirty = true;
         let next_seq = state.row.high_seq.saturating_add(1);
         if let Some(old) = self.connected.insert(sensor, session) {
-            let _ = old.kick.send(());
+            let _ = old.kick.send((super::server::close::REPLACED, "replaced by a newer session"));
         }
         self.save_sensors(now, false)?;
         Ok(Ok(Welcome {
@@ -841,6 +846,7 @@ impl Tier {
                 Err(e) => Err(e),
             },
             AdminRequest::Explain { target } => self.explain(&target, now),
+            AdminRequest::TenantRemove { name } => self.remove_tenant(&name, now)?,
         })
     }
 
@@ -857,6 +863,45 @@ impl Tier {
         self.tenants.insert(name.to_owned(), record);
         tracing::info!(tenant = %name, community, "tenant added");
         Ok(Ok(EnrollToken { tier: self.key.node_id(), secret }.to_text()))
+    }
+
+    /// Removes a tenant: its token stops working, its sensors' sessions and
+    /// subscriptions end, their reports stop counting (entries they alone held up are
+    /// delisted in the next delta) and are deleted, and their keys can enroll again only
+    /// with another tenant's token, as new sensors.
+    fn remove_tenant(&mut self, name: &str, now: Timestamp) -> Result<Result<serde_json::Value, String>> {
+        let Some(record) = self.tenants.get(name).cloned() else {
+            return Ok(Err(format!("no tenant {name:?} (see `palisade central tenant list`)")));
+        };
+        let sensors: Vec<NodeId> =
+            self.sensors.iter().filter(|(_, s)| s.row.tenant == name).map(|(id, _)| *id).collect();
+        let deleted = self.store.remove_tenant(name, &sensors).map_err(|e| anyhow!("{e}"))?;
+        self.tenants.remove(name);
+        self.by_token.remove(&record.token_hash);
+        for id in &sensors {
+            self.sensors.remove(id);
+            if let Some(session) = self.connected.remove(id) {
+                let _ = session
+                    .kick
+                    .send((super::server::close::REMOVED, "the tenant was removed from the tier"));
+            }
+        }
+        self.subscribers.retain(|s| !sensors.contains(&s.sensor));
+        let forgotten = self.consensus.forget_sensors(&sensors, now);
+        let changes = self.drain_changes(now, &HashMap::new());
+        let delisted = changes.values().filter(|c| c.is_none()).count();
+        let mut batch = Batch::default();
+        self.emit(&mut batch, changes, now);
+        self.commit(batch)?;
+        self.broadcast();
+        tracing::info!(tenant = %name, sensors = sensors.len(), reports = deleted, delisted, "tenant removed");
+        Ok(Ok(serde_json::json!({
+            "name": name,
+            "sensors": sensors.len(),
+            "reports_deleted": deleted,
+            "reports_forgotten": forgotten,
+            "delisted": delisted,
+        })))
     }
 
     fn tenant_list(&self) -> Vec<TenantInfo> {
