@@ -133,6 +133,24 @@ fn three_tenants_share_a_community_list_by_network_diversity() {
     assert!(after.contains("catch_up=\"up_to_date\"") || after.contains("catch_up=\"delta_log\""), "{after}");
     assert!(!after.contains("catch_up=\"snapshot\""), "a node started over instead of resuming:\n{after}");
 
+    // A node stopped while the tier is away keeps the sightings it could not send, and
+    // sends them after its restart.
+    tier.stop();
+    wait_for("the nodes to see the tier gone", Duration::from_secs(20), &tier, || {
+        metric(&nodes[3], "palisade_central_connected") == 0.0
+    });
+    attack(&dirs[3], "198.51.100.66", 47000);
+    wait_for("the sighting queued", Duration::from_secs(20), &tier, || {
+        metric(&nodes[3], "palisade_central_pending_sightings") >= 1.0
+    });
+    nodes.remove(3).stop();
+    tier.start();
+    nodes.insert(3, dirs[3].start());
+    wait_for("the saved sighting at the tier", Duration::from_secs(30), &tier, || {
+        let explained = tier.json(&["explain", "198.51.100.66", "--json"]);
+        explained.to_string().contains("\"sensors\":[{")
+    });
+
     for node in nodes.drain(..) {
         node.stop();
     }

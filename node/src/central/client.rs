@@ -52,6 +52,17 @@ use super::server::ALPN;
 
 const ENROLLMENT_FILE: &str = "central-enrollment.json";
 pub(crate) const STATE_FILE: &str = "central-state.json";
+
+/// What was not yet acknowledged when the link stopped: sent again after the restart.
+const BACKLOG_FILE: &str = "central-backlog.bin";
+
+/// The backlog file's content: signals already signed (sent or about to be resent, in
+/// order) and sightings not yet made into signals.
+#[derive(Debug, Default, bincode::Encode, bincode::Decode)]
+struct Backlog {
+    signals: Vec<SignedSignal>,
+    sightings: Vec<Sighting>,
+}
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_QUEUE: usize = 16;
 /// `delivered` while a snapshot is half handed over: the caller dropped its list at part
@@ -117,8 +128,9 @@ pub enum LinkError {
     Stopped,
 }
 
-/// What a node saw, before hashing: the raw address stays in the node's memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a node saw, before hashing: the raw address never leaves the node (a backlog
+/// saved at shutdown keeps it in the link's private directory).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct Sighting {
     /// The attacker.
     pub ip: IpAddr,
@@ -352,6 +364,39 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, L
     }
 }
 
+/// The backlog a stopped link left, removed from disk (it is this run's to send now).
+/// A damaged backlog is logged and dropped: it only delays reports, it cannot block the
+/// link.
+fn take_backlog(dir: &Path) -> Backlog {
+    let path = dir.join(BACKLOG_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Backlog::default(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the central link backlog");
+            return Backlog::default();
+        }
+    };
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!(file = %path.display(), error = %e, "cannot remove the central link backlog");
+    }
+    let limit = bincode::config::standard().with_limit::<{ 512 << 20 }>();
+    match bincode::decode_from_slice::<Backlog, _>(&bytes, limit) {
+        Ok((backlog, _)) => {
+            tracing::info!(
+                signals = backlog.signals.len(),
+                sightings = backlog.sightings.len(),
+                "central link backlog from the last run queued"
+            );
+            backlog
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "the central link backlog is damaged; dropped");
+            Backlog::default()
+        }
+    }
+}
+
 /// Starts the link (call inside a Tokio runtime); it connects in the background.
 pub fn start(config: CentralLinkConfig, key: NodeKey) -> Result<CentralLink, LinkError> {
     if config.addr.trim().is_empty() {
@@ -394,6 +439,7 @@ pub fn start(config: CentralLinkConfig, key: NodeKey) -> Result<CentralLink, Lin
         Some(CommunityHashing::new(secret, e.epoch_secs))
     });
     let state: State = read_json(&config.data_dir.join(STATE_FILE))?.unwrap_or_default();
+    let backlog = take_backlog(&config.data_dir);
     let (_, client_crypto) = quic_crypto_with(&key, Arc::new(NodeVerifier::pinned(tier)), ALPN)
         .map_err(|e| LinkError::Config(e.to_string()))?;
     let mut transport = quinn::TransportConfig::default();
@@ -414,6 +460,7 @@ pub fn start(config: CentralLinkConfig, key: NodeKey) -> Result<CentralLink, Lin
         community: enrollment.as_ref().is_some_and(|e| e.community),
         applied_version: state.applied_version,
         list_version: state.applied_version,
+        pending: backlog.sightings.len(),
         ..LinkStats::default()
     }));
     let link = Link {
@@ -425,8 +472,8 @@ pub fn start(config: CentralLinkConfig, key: NodeKey) -> Result<CentralLink, Lin
         state,
         dirty: false,
         delivered: Arc::new(AtomicU64::new(0)),
-        pending: VecDeque::new(),
-        resend: VecDeque::new(),
+        pending: backlog.sightings.into(),
+        resend: backlog.signals.into(),
         inflight: VecDeque::new(),
         next_seq: 1,
         next_batch: 1,
@@ -549,8 +596,36 @@ impl Link {
             }
         }
         self.save_state();
+        self.save_backlog();
         if let Some(endpoint) = endpoint {
             endpoint.close(VarInt::from_u32(0), b"bye");
+        }
+    }
+
+    /// Keeps what the tier has not acknowledged for the next start: resent first, then
+    /// the sightings still queued. A kill -9 loses them, as before.
+    fn save_backlog(&mut self) {
+        self.requeue();
+        if self.resend.is_empty() && self.pending.is_empty() {
+            return;
+        }
+        let backlog = Backlog {
+            signals: std::mem::take(&mut self.resend).into(),
+            sightings: std::mem::take(&mut self.pending).into(),
+        };
+        let path = self.config.data_dir.join(BACKLOG_FILE);
+        match bincode::encode_to_vec(&backlog, bincode::config::standard())
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::keys::write_private(&path, &bytes))
+        {
+            Ok(()) => tracing::info!(
+                signals = backlog.signals.len(),
+                sightings = backlog.sightings.len(),
+                "central link backlog saved for the next start"
+            ),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot save the central link backlog")
+            }
         }
     }
 
@@ -936,6 +1011,31 @@ async fn follow_inner(
 #[allow(clippy::unwrap_used)] // tests may panic on what they did not expect
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backlog_is_taken_once_and_a_damaged_one_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = NodeKey::from_bytes(&[1; 32]);
+        let sighting = Sighting {
+            ip: "203.0.113.9".parse().unwrap(),
+            scenario: "palisade/ssh-bf".into(),
+            confidence: 3,
+            observed_at: Timestamp::from_secs(5 * 3600 + 10),
+            events_count: 6,
+        };
+        let hashing = CommunityHashing::new([9; 32], 3600);
+        let signed = community_signal(&hashing, &sighting, key.node_id(), 7).sign(&key);
+        let backlog = Backlog { signals: vec![signed.clone()], sightings: vec![sighting.clone()] };
+        let bytes = bincode::encode_to_vec(&backlog, bincode::config::standard()).unwrap();
+        std::fs::write(dir.path().join(BACKLOG_FILE), bytes).unwrap();
+        let taken = take_backlog(dir.path());
+        assert_eq!((taken.signals, taken.sightings), (vec![signed], vec![sighting]));
+        assert!(take_backlog(dir.path()).signals.is_empty(), "taken once");
+        std::fs::write(dir.path().join(BACKLOG_FILE), [0xff; 40]).unwrap();
+        let damaged = take_backlog(dir.path());
+        assert!(damaged.signals.is_empty() && damaged.sightings.is_empty());
+        assert!(!dir.path().join(BACKLOG_FILE).exists());
+    }
 
     #[test]
     fn community_signals_use_the_community_key_of_their_epoch_and_never_seal() {
