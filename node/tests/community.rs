@@ -136,7 +136,8 @@ fn three_tenants_share_a_community_list_by_network_diversity() {
     // A node stopped while the tier is away keeps the sightings it could not send, and
     // sends them after its restart.
     tier.stop();
-    wait_for("the nodes to see the tier gone", Duration::from_secs(20), &tier, || {
+    // (The tier's close says so at once; were it lost, the 30 s idle timeout would.)
+    wait_for("the nodes to see the tier gone", Duration::from_secs(45), &tier, || {
         metric(&nodes[3], "palisade_central_connected") == 0.0
     });
     attack(&dirs[3], "198.51.100.66", 47000);

@@ -599,6 +599,9 @@ impl Link {
         self.save_backlog();
         if let Some(endpoint) = endpoint {
             endpoint.close(VarInt::from_u32(0), b"bye");
+            // Let the close reach the tier, so it does not count us connected until its
+            // idle timeout; bounded, as the tier may be gone.
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
     }
 

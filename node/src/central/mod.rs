@@ -152,5 +152,8 @@ async fn serve(config: CentralConfig) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&socket);
+    // Let the close reach the sensors (without it a stopping tier's sessions would end
+    // only at their idle timeout); bounded, as a sensor may be gone.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
     result
 }
