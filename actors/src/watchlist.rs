@@ -37,13 +37,12 @@ pub struct Flag {
 /// Flagged hashes, bounded, with the keys needed to recognise them.
 #[derive(Debug)]
 pub struct Watchlist {
-    /// One key per (origin, epoch) with at least one entry: a handful.
-    keys: Vec<(Origin, Epoch, HashKey)>,
+    /// One key per (origin, epoch) with at least one entry (a handful), and how many
+    /// entries use it.
+    keys: Vec<(Origin, Epoch, HashKey, usize)>,
     entries: HashMap<HashedIp, Flag>,
     max: usize,
     stats: WatchStats,
-    /// Whether flags went since the keys were last recounted.
-    removed: bool,
 }
 
 /// Counters of the on-sight check.
@@ -64,13 +63,7 @@ pub struct WatchStats {
 impl Watchlist {
     /// An empty list holding at most `max` flags.
     pub fn new(max: usize) -> Self {
-        Watchlist {
-            keys: Vec::new(),
-            entries: HashMap::new(),
-            max,
-            stats: WatchStats::default(),
-            removed: false,
-        }
+        Watchlist { keys: Vec::new(), entries: HashMap::new(), max, stats: WatchStats::default() }
     }
 
     /// Whether nothing is flagged (the pipeline then skips the check entirely).
@@ -94,8 +87,9 @@ impl Watchlist {
                 self.stats.refused_full += 1;
                 continue;
             }
-            if !self.keys.iter().any(|(o, e, _)| *o == flag.origin && *e == flag.epoch) {
-                self.keys.push((flag.origin.clone(), flag.epoch, flag.key.clone()));
+            match self.keys.iter_mut().find(|(o, e, _, _)| *o == flag.origin && *e == flag.epoch) {
+                Some((_, _, _, users)) => *users += 1,
+                None => self.keys.push((flag.origin.clone(), flag.epoch, flag.key.clone(), 1)),
             }
             self.stats.flagged += 1;
             self.entries.insert(flag.hashed_ip, flag);
@@ -105,24 +99,34 @@ impl Watchlist {
     /// The flag matching `ip`, removed from the list (the decision it leads to covers
     /// the address from now on).
     pub fn check(&mut self, ip: IpAddr) -> Option<Flag> {
-        let hit = self.keys.iter().map(|(_, _, key)| key.hash(ip)).find(|h| self.entries.contains_key(h))?;
+        let hit =
+            self.keys.iter().map(|(_, _, key, _)| key.hash(ip)).find(|h| self.entries.contains_key(h))?;
         let flag = self.entries.remove(&hit)?;
         self.stats.hits += 1;
-        self.removed = true;
+        self.release(&flag);
         Some(flag)
+    }
+
+    /// One entry fewer uses `flag`'s key; a key no entry uses goes.
+    fn release(&mut self, flag: &Flag) {
+        if let Some(at) = self.keys.iter().position(|(o, e, _, _)| *o == flag.origin && *e == flag.epoch) {
+            self.keys[at].3 -= 1;
+            if self.keys[at].3 == 0 {
+                self.keys.swap_remove(at);
+            }
+        }
     }
 
     /// Drops the flags of these hashes, and with `all_of` every flag of that origin.
     pub fn remove(&mut self, hashes: &[HashedIp], all_of: Option<&Origin>) {
-        let before = self.entries.len();
         for h in hashes {
-            self.entries.remove(h);
+            if let Some(flag) = self.entries.remove(h) {
+                self.release(&flag);
+            }
         }
         if let Some(origin) = all_of {
             self.entries.retain(|_, f| f.origin != *origin);
-        }
-        if self.entries.len() < before {
-            self.removed = true;
+            self.keys.retain(|(o, _, _, _)| o != origin);
         }
     }
 
@@ -146,13 +150,22 @@ impl Watchlist {
 
     /// Drops flags that lapsed by `now`, and the keys no flag uses any more.
     pub fn prune(&mut self, now: Timestamp) {
-        let before = self.entries.len();
-        self.entries.retain(|_, f| f.until > now);
-        self.stats.lapsed += (before - self.entries.len()) as u64;
-        let hit_since = std::mem::take(&mut self.removed);
-        if self.entries.len() < before || hit_since {
-            let entries = &self.entries;
-            self.keys.retain(|(o, e, _)| entries.values().any(|f| f.origin == *o && f.epoch == *e));
+        let mut lapsed = Vec::new();
+        self.entries.retain(|_, f| {
+            let keep = f.until > now;
+            if !keep {
+                lapsed.push((f.origin.clone(), f.epoch));
+            }
+            keep
+        });
+        self.stats.lapsed += lapsed.len() as u64;
+        for (origin, epoch) in lapsed {
+            if let Some(at) = self.keys.iter().position(|(o, e, _, _)| *o == origin && *e == epoch) {
+                self.keys[at].3 -= 1;
+                if self.keys[at].3 == 0 {
+                    self.keys.swap_remove(at);
+                }
+            }
         }
     }
 }
@@ -215,8 +228,28 @@ mod tests {
         list.add(vec![community]);
         list.remove(&[HashKey::derive(&[1; 32], Epoch(7)).hash("198.51.100.1".parse().unwrap())], None);
         assert_eq!(list.stats().watched, 2);
+        assert_eq!(list.keys.len(), 2);
         list.remove(&[], Some(&Origin::Community));
         assert_eq!(list.stats().watched, 1);
+        assert_eq!(list.keys.len(), 1, "the community's key went with its flags");
         assert!(list.check("198.51.100.2".parse().unwrap()).is_some());
+        assert!(list.keys.is_empty(), "the last flag of a key takes the key along");
+    }
+
+    #[test]
+    fn keys_stay_while_a_flag_uses_them() {
+        let mut list = Watchlist::new(10);
+        list.add(vec![flag(1, 7, "198.51.100.1", 100), flag(1, 7, "198.51.100.2", 900)]);
+        list.add(vec![flag(1, 8, "198.51.100.3", 100)]);
+        // A repeated flag extends the held one and uses no new key slot.
+        list.add(vec![flag(1, 7, "198.51.100.1", 950)]);
+        assert_eq!(list.keys.iter().map(|k| k.3).sum::<usize>(), 3);
+        list.prune(Timestamp(500));
+        assert_eq!(list.keys.len(), 1, "epoch 8's only flag lapsed");
+        assert_eq!(list.stats().watched, 2);
+        assert!(list.check("198.51.100.1".parse().unwrap()).is_some());
+        assert_eq!(list.keys.len(), 1, "198.51.100.2 still needs epoch 7's key");
+        assert!(list.check("198.51.100.2".parse().unwrap()).is_some());
+        assert!(list.keys.is_empty());
     }
 }
