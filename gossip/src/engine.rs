@@ -310,6 +310,8 @@ struct Peer {
     /// in full: nothing can be in flight to us on a connection that just opened, and it
     /// is how a node that was away catches up at once.
     digested: bool,
+    /// When we last answered one of its digests with ours.
+    answered_at: Option<Timestamp>,
     /// Misbehaviour points, leaking at `penalty_leak_per_sec`.
     penalty: f64,
     penalty_at: Timestamp,
@@ -317,7 +319,7 @@ struct Peer {
 
 impl Peer {
     fn new(now: Timestamp) -> Self {
-        Peer { marks: BTreeMap::new(), digested: false, penalty: 0.0, penalty_at: now }
+        Peer { marks: BTreeMap::new(), digested: false, answered_at: None, penalty: 0.0, penalty_at: now }
     }
 
     fn knows(&self, id: &SignalId) -> bool {
@@ -966,6 +968,24 @@ impl Engine {
                     .is_some_and(|o| now.since(o.at) < self.config.request_timeout);
                 if !busy {
                     self.request(from, *origin, mine + 1, target, now, out);
+                }
+            }
+        }
+        // The sender lacks signals we hold: answer with our digest (at most once an
+        // interval per peer), so that it pulls them now rather than when some peer's
+        // random digest happens to reach it. Pull only doubles its chances this way;
+        // its own settling rule still keeps repair from racing the pushes.
+        let lacking = self
+            .logs
+            .iter()
+            .any(|(origin, log)| log.high > 0 && theirs.get(origin).is_none_or(|&(_, high)| high < log.high));
+        if lacking {
+            if let Some(peer) = self.peers.get_mut(&from) {
+                if peer.answered_at.is_none_or(|at| now.since(at) >= grace) {
+                    peer.answered_at = Some(now);
+                    self.stats.digests_sent += 1;
+                    self.stats.messages_out += 1;
+                    out.push(OutEvent::Send { to: from, message: Message::Digest(self.digest()) });
                 }
             }
         }
