@@ -178,7 +178,8 @@ pub mod conformance {
         }
     }
 
-    fn signal(key: &NodeKey, seq: u64) -> SignedSignal {
+    /// A signed signal of `key` with sequence number `seq`, for store tests.
+    pub fn signal(key: &NodeKey, seq: u64) -> SignedSignal {
         Signal {
             origin: key.node_id(),
             seq,

@@ -103,13 +103,13 @@ impl Watchlist {
             self.keys.iter().map(|(_, _, key, _)| key.hash(ip)).find(|h| self.entries.contains_key(h))?;
         let flag = self.entries.remove(&hit)?;
         self.stats.hits += 1;
-        self.release(&flag);
+        self.release(&flag.origin, flag.epoch);
         Some(flag)
     }
 
-    /// One entry fewer uses `flag`'s key; a key no entry uses goes.
-    fn release(&mut self, flag: &Flag) {
-        if let Some(at) = self.keys.iter().position(|(o, e, _, _)| *o == flag.origin && *e == flag.epoch) {
+    /// One entry fewer uses the key of (`origin`, `epoch`); a key no entry uses goes.
+    fn release(&mut self, origin: &Origin, epoch: Epoch) {
+        if let Some(at) = self.keys.iter().position(|(o, e, _, _)| o == origin && *e == epoch) {
             self.keys[at].3 -= 1;
             if self.keys[at].3 == 0 {
                 self.keys.swap_remove(at);
@@ -121,7 +121,7 @@ impl Watchlist {
     pub fn remove(&mut self, hashes: &[HashedIp], all_of: Option<&Origin>) {
         for h in hashes {
             if let Some(flag) = self.entries.remove(h) {
-                self.release(&flag);
+                self.release(&flag.origin, flag.epoch);
             }
         }
         if let Some(origin) = all_of {
@@ -160,12 +160,7 @@ impl Watchlist {
         });
         self.stats.lapsed += lapsed.len() as u64;
         for (origin, epoch) in lapsed {
-            if let Some(at) = self.keys.iter().position(|(o, e, _, _)| *o == origin && *e == epoch) {
-                self.keys[at].3 -= 1;
-                if self.keys[at].3 == 0 {
-                    self.keys.swap_remove(at);
-                }
-            }
+            self.release(&origin, epoch);
         }
     }
 }

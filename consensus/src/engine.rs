@@ -345,21 +345,7 @@ impl Consensus {
                 }
                 alive
             });
-            let allowed = config.defences.allowlist && allowlist.is_allowed(ip);
-            if state.entries.is_empty() || allowed {
-                if was_listed {
-                    *listed -= 1;
-                    changes.push(ListChange { ip: *ip, at: now, kind: ListChangeKind::Delisted });
-                }
-                return false;
-            }
-            // Only listed IPs are re-scored: an unlisted IP's score only decays between
-            // reports, so it can cross the threshold only when a report arrives.
-            if was_listed {
-                let protected = config.defences.allowlist && allowlist.is_protected(ip);
-                evaluate(config, sensors, state, ip, protected, now_ms, changes, listed);
-            }
-            true
+            reassess(config, sensors, allowlist, ip, state, now, changes, listed)
         });
     }
 
@@ -373,7 +359,6 @@ impl Consensus {
         if slots.is_empty() {
             return 0;
         }
-        let now_ms = now.0;
         let mut dropped = 0;
         let Consensus { config, sensors, ips, allowlist, changes, listed, .. } = self;
         ips.retain(|ip, state| {
@@ -383,19 +368,7 @@ impl Consensus {
                 return true;
             }
             dropped += before - state.entries.len();
-            let was_listed = state.listed_since.is_some();
-            if state.entries.is_empty() {
-                if was_listed {
-                    *listed -= 1;
-                    changes.push(ListChange { ip: *ip, at: now, kind: ListChangeKind::Delisted });
-                }
-                return false;
-            }
-            if was_listed {
-                let protected = config.defences.allowlist && allowlist.is_protected(ip);
-                evaluate(config, sensors, state, ip, protected, now_ms, changes, listed);
-            }
-            true
+            reassess(config, sensors, allowlist, ip, state, now, changes, listed)
         });
         dropped
     }
@@ -634,6 +607,36 @@ fn assess(config: &ConsensusConfig, sensors: &[Sensor], state: &IpState, now_ms:
         }
     }
     Assessment { score, groups }
+}
+
+/// After an IP's reports changed (expired or forgotten): whether to keep tracking it.
+/// An IP left without reports, or allowlisted since, is dropped (delisted, as a change,
+/// if it was listed). Only listed IPs are re-scored: an unlisted IP's score only decays
+/// between reports, so it can cross the threshold only when a report arrives.
+#[allow(clippy::too_many_arguments)]
+fn reassess(
+    config: &ConsensusConfig,
+    sensors: &mut [Sensor],
+    allowlist: &Allowlist,
+    ip: &HashedIp,
+    state: &mut IpState,
+    now: Timestamp,
+    changes: &mut Vec<ListChange>,
+    listed: &mut usize,
+) -> bool {
+    let was_listed = state.listed_since.is_some();
+    if state.entries.is_empty() || (config.defences.allowlist && allowlist.is_allowed(ip)) {
+        if was_listed {
+            *listed -= 1;
+            changes.push(ListChange { ip: *ip, at: now, kind: ListChangeKind::Delisted });
+        }
+        return false;
+    }
+    if was_listed {
+        let protected = config.defences.allowlist && allowlist.is_protected(ip);
+        evaluate(config, sensors, state, ip, protected, now.0, changes, listed);
+    }
+    true
 }
 
 /// Re-scores one IP, lists or delists it, credits novel reporters on listing. Returns

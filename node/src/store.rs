@@ -268,23 +268,11 @@ mod tests {
 
     #[test]
     fn outbox_signals_this_version_cannot_read_are_skipped() {
-        use palisade_actors::store::{Commit, Store};
-        use palisade_proto::{Epoch, HashedIp, NodeKey, Signal, Timestamp};
+        use palisade_actors::store::{conformance::signal, Commit, Store};
         let dir = tempfile::tempdir().expect("tempdir");
         let store = RocksStore::open(dir.path()).expect("open");
-        let key = NodeKey::from_bytes(&[4; 32]);
-        let signal = |seq| Signal {
-            origin: key.node_id(),
-            seq,
-            epoch: Epoch(1),
-            hashed_ip: HashedIp([seq as u8; 32]),
-            scenario: "palisade/ssh-bf".into(),
-            confidence: 3,
-            observed_at: Timestamp(1),
-            events_count: 5,
-            sealed_ip: None,
-        };
-        let signals = palisade_proto::signal::sign_batch(&key, vec![signal(1), signal(3)]);
+        let key = palisade_proto::NodeKey::from_bytes(&[4; 32]);
+        let signals = vec![signal(&key, 1), signal(&key, 3)];
         store.commit(&Commit { signals, ..Commit::default() }).expect("commit");
         // Seq 2 as an earlier version stored it (a per-signal signature, no proof).
         let cf = store.cf(CF_OUTBOX).expect("cf");

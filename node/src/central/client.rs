@@ -1015,17 +1015,21 @@ async fn follow_inner(
 mod tests {
     use super::*;
 
+    fn sighting(confidence: u8) -> Sighting {
+        Sighting {
+            ip: "203.0.113.9".parse().unwrap(),
+            scenario: "palisade/ssh-bf".into(),
+            confidence,
+            observed_at: Timestamp::from_secs(5 * 3600 + 10),
+            events_count: 6,
+        }
+    }
+
     #[test]
     fn a_backlog_is_taken_once_and_a_damaged_one_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let key = NodeKey::from_bytes(&[1; 32]);
-        let sighting = Sighting {
-            ip: "203.0.113.9".parse().unwrap(),
-            scenario: "palisade/ssh-bf".into(),
-            confidence: 3,
-            observed_at: Timestamp::from_secs(5 * 3600 + 10),
-            events_count: 6,
-        };
+        let sighting = sighting(3);
         let hashing = CommunityHashing::new([9; 32], 3600);
         let signed = community_signal(&hashing, &sighting, key.node_id(), 7).sign(&key);
         let backlog = Backlog { signals: vec![signed.clone()], sightings: vec![sighting.clone()] };
@@ -1044,13 +1048,7 @@ mod tests {
     fn community_signals_use_the_community_key_of_their_epoch_and_never_seal() {
         let hashing = CommunityHashing::new([9; 32], 3600);
         let key = NodeKey::from_bytes(&[1; 32]);
-        let sighting = Sighting {
-            ip: "203.0.113.9".parse().unwrap(),
-            scenario: "palisade/ssh-bf".into(),
-            confidence: 7,
-            observed_at: Timestamp::from_secs(5 * 3600 + 10),
-            events_count: 6,
-        };
+        let sighting = sighting(7);
         let s = community_signal(&hashing, &sighting, key.node_id(), 42).sign(&key);
         assert_eq!(s.verify(), Ok(()));
         assert_eq!(s.signal.epoch, Epoch(5));
